@@ -1,0 +1,3 @@
+from quadgpt.cli import main
+
+raise SystemExit(main())
