@@ -1,0 +1,150 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+from helpers import FFN_KINDS, tiny_model_config
+
+from quadgpt.config import FFNConfig, ModelConfig
+from quadgpt.ffn import FFN_REGISTRY, build_ffn, ffn_class
+from quadgpt.ffn.kan import b_spline_bases
+from quadgpt.info import kind_table
+from quadgpt.model import GPT
+
+GPT2_SMALL = ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257)
+
+
+@pytest.mark.parametrize("kind", FFN_KINDS)
+@pytest.mark.parametrize("shape", [(5, 24), (2, 3, 24)])
+def test_ffn_keeps_shape(kind, shape):
+    ffn = build_ffn(FFNConfig(kind=kind), 24)
+    ffn.init_weights(0.02, 0.02)
+    x = torch.randn(*shape)
+    y = ffn(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_unknown_kind_lists_known_ones():
+    with pytest.raises(ValueError, match="Did you mean 'quadratic'.*Known kinds: mlp, swiglu, quadratic, kan"):
+        ffn_class("quadratc")
+
+
+FORMULA_CASES = [
+    FFNConfig(kind="mlp"),
+    FFNConfig(kind="mlp", activation="relu", hidden=100),
+    FFNConfig(kind="swiglu"),
+    FFNConfig(kind="quadratic"),
+    FFNConfig(kind="quadratic", rank=3, linear_term=False),
+    FFNConfig(kind="kan"),
+    FFNConfig(kind="kan", base="none", grid_size=8, spline_order=2),
+]
+
+
+@pytest.mark.parametrize("cfg", FORMULA_CASES, ids=lambda c: f"{c.kind}-{c.rank}-{c.base}-{c.hidden}")
+@pytest.mark.parametrize("bias", [True, False])
+def test_param_count_matches_documented_formula(cfg, bias):
+    d = 48
+    ffn = build_ffn(cfg, d, bias=bias)
+    assert ffn.num_params() == type(ffn).formula_params(d, ffn.hidden, cfg, bias)
+
+
+def test_documented_default_widths():
+    assert build_ffn(FFNConfig(kind="mlp"), 768).hidden == 3072
+    assert build_ffn(FFNConfig(kind="swiglu"), 768).hidden == 2048
+    assert build_ffn(FFNConfig(kind="quadratic"), 768).hidden == 1536
+    assert build_ffn(FFNConfig(kind="kan"), 768).hidden == 344
+    assert build_ffn(FFNConfig(kind="kan", base="none"), 768).hidden == 384
+
+
+@pytest.mark.parametrize("model_cfg", [GPT2_SMALL, dataclasses.replace(GPT2_SMALL, n_layer=24, n_head=16, n_embd=1024)])
+def test_kinds_are_parameter_matched_within_2_percent(model_cfg):
+    rows = {r["kind"]: r for r in kind_table(model_cfg)}
+    ref = rows["mlp"]["non_embedding_params"]
+    for kind in FFN_KINDS:
+        assert abs(rows[kind]["non_embedding_params"] / ref - 1) < 0.02, kind
+
+
+def test_gpt2_small_has_gpt2_parameter_count():
+    with torch.device("meta"):
+        model = GPT(GPT2_SMALL)
+    assert model.num_params(non_embedding=False) == 124_439_808  # GPT-2 small, tied head
+
+
+def test_flops_per_token_matches_nanogpt_formula_for_mlp():
+    with torch.device("meta"):
+        model = GPT(GPT2_SMALL)
+    cfg, t = GPT2_SMALL, 1024
+    n = model.num_params(non_embedding=False) - model.wpe.weight.numel()
+    nanogpt = 6 * n + 12 * cfg.n_layer * cfg.n_embd * t
+    assert abs(model.flops_per_token(t) / nanogpt - 1) < 0.01
+
+
+def test_flops_grow_with_rank_and_context():
+    small = GPT(tiny_model_config("quadratic", rank=1))
+    big = GPT(tiny_model_config("quadratic", rank=2, hidden=small.blocks[0].ffn.hidden))
+    assert big.flops_per_token() > small.flops_per_token()
+    assert small.flops_per_token(32) > small.flops_per_token(16)
+
+
+def test_b_spline_bases_partition_of_unity_and_locality():
+    u = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    bases = b_spline_bases(u, grid_size=5, spline_order=3)
+    assert bases.shape == (101, 8)
+    torch.testing.assert_close(bases.sum(-1), torch.ones(101, dtype=torch.float64))
+    assert (bases >= 0).all()
+    assert ((bases > 0).sum(-1) <= 4).all()  # cubic: at most k + 1 = 4 bases are non-zero
+
+
+def test_kan_freeze_base_and_no_base():
+    frozen = build_ffn(FFNConfig(kind="kan", freeze_base=True), 16)
+    assert not frozen.layer1.base_weight.requires_grad and frozen.layer1.spline_weight.requires_grad
+    assert build_ffn(FFNConfig(kind="kan", base="none"), 16).layer1.base_weight is None
+
+
+def _deep_model_stats(kind: str) -> dict:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=12, n_head=6, n_embd=384, block_size=64, vocab_size=512, ffn=FFNConfig(kind=kind))
+    model = GPT(cfg)
+    hidden_std, stream_std = [], []
+    for block in model.blocks:
+        if kind == "quadratic":
+            block.ffn.register_forward_hook(
+                lambda m, inp, out: hidden_std.append(m.hidden_activations(inp[0]).std().item())
+            )
+        block.register_forward_hook(lambda m, inp, out: stream_std.append(out.std().item()))
+    idx, targets = torch.randint(0, cfg.vocab_size, (2, 4, 64))
+    logits, loss = model(idx, targets)
+    loss.backward()
+    grads_finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    return dict(hidden=hidden_std, stream=stream_std, loss=loss.item(), logits_std=logits.std().item(),
+                grads_finite=grads_finite, ln_vocab=math.log(cfg.vocab_size))
+
+
+def test_deep_quadratic_model_stays_finite_and_order_one():
+    """12 layers of plain-init quadratic neurons at step 0: the product units are of order 1, and
+    the residual stream grows through depth no faster than with GELU MLPs (both ~sqrt(depth))."""
+    quad, mlp = _deep_model_stats("quadratic"), _deep_model_stats("mlp")
+    assert all(math.isfinite(s) for s in quad["hidden"] + quad["stream"]) and quad["grads_finite"]
+    assert all(0.1 < s < 3.0 for s in quad["hidden"]), quad["hidden"]
+    assert quad["stream"][-1] < 1.0 and quad["stream"][-1] < 1.5 * mlp["stream"][-1], (quad["stream"], mlp["stream"])
+    assert quad["logits_std"] < 1.0 and abs(quad["loss"] - quad["ln_vocab"]) < 0.1
+
+
+@pytest.mark.parametrize("kind", FFN_KINDS)
+def test_each_kind_learns_a_synthetic_task(kind):
+    """Next token = (3 * token + 1) mod 64 inside random sequences: the loss must fall below a
+    quarter of its initial value (~ln 64 = 4.16) in 150 Adam steps."""
+    torch.manual_seed(0)
+    model = GPT(tiny_model_config(kind))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        seqs = torch.randint(0, 64, (16, 1))
+        for _ in range(32):
+            seqs = torch.cat([seqs, (3 * seqs[:, -1:] + 1) % 64], dim=1)
+        _, loss = model(seqs[:, :-1], seqs[:, 1:])
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 4, (first, loss.item())
