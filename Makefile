@@ -3,7 +3,11 @@
 # torch into .venv first (or sets PYTHON to an interpreter that already has it).
 PYTHON ?= .venv/bin/python
 TORCH_PIN ?= torch==2.13.0
-export TIKTOKEN_CACHE_DIR ?= $(if $(wildcard ../shared/tiktoken_cache),$(abspath ../shared/tiktoken_cache),)
+ifeq ($(TIKTOKEN_CACHE_DIR),)
+ifneq ($(wildcard ../shared/tiktoken_cache),)
+export TIKTOKEN_CACHE_DIR := $(abspath ../shared/tiktoken_cache)
+endif
+endif
 
 .PHONY: demo test install
 

@@ -10,7 +10,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _SHARED_CACHE = REPO_ROOT.parent / "shared" / "tiktoken_cache"
-if _SHARED_CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
+if _SHARED_CACHE.is_dir() and not os.environ.get("TIKTOKEN_CACHE_DIR"):
     os.environ["TIKTOKEN_CACHE_DIR"] = str(_SHARED_CACHE)
 
 # Two cores shared by pytest-xdist workers: one intra-op thread each keeps them from fighting.
