@@ -52,7 +52,7 @@ def test_documented_default_widths():
     assert build_ffn(FFNConfig(kind="mlp"), 768).hidden == 3072
     assert build_ffn(FFNConfig(kind="swiglu"), 768).hidden == 2048
     assert build_ffn(FFNConfig(kind="quadratic"), 768).hidden == 1536
-    assert build_ffn(FFNConfig(kind="kan"), 768).hidden == 344
+    assert build_ffn(FFNConfig(kind="kan"), 768).hidden == 336
     assert build_ffn(FFNConfig(kind="kan", base="none"), 768).hidden == 384
 
 
