@@ -1,0 +1,68 @@
+"""``quadgpt plot RUN... --out F.png``: train and validation loss against tokens seen, one colour
+per run, so that runs of different FFN kinds (or seeds) can be compared on one figure.
+
+Tokens, not steps, on the x axis: runs with different batch sizes stay comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .logging_utils import read_metrics
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens", title: str | None = None,
+              val_key: str = "val_loss") -> Path:
+    """Draw every run's training loss (thin line) and ``val_key`` (markers) into the PNG ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: works without a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(run_dirs):
+        records = read_metrics(run)
+        colour = colours[i % len(colours)]
+        label = Path(run).name
+        train = [(r[x], r["loss"]) for r in records if r.get("kind") == "train" and "loss" in r]
+        val = [(r[x], r[val_key]) for r in records if r.get("kind") == "eval" and val_key in r]
+        if not train and not val:
+            raise ValueError(f"Run '{run}' has no '{val_key}' or training loss records in its metrics.jsonl.")
+        if train:
+            ax.plot(*zip(*train), color=colour, alpha=0.35, linewidth=1, label=f"{label} train")
+        if val:
+            ax.plot(*zip(*val), color=colour, marker="o", markersize=3, linewidth=1.5, label=f"{label} {val_key}")
+    ax.set_xlabel("tokens seen" if x == "tokens" else "optimizer step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title or "loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Plot train/val loss of one or more runs (train.out_dir folders) into one PNG."""
+    parser = argparse.ArgumentParser(prog="quadgpt plot", description=main.__doc__)
+    parser.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--x", choices=("tokens", "step"), default="tokens", help="x axis (default: tokens)")
+    parser.add_argument("--val-key", default="val_loss", help="eval record to plot, e.g. val_loss/<name> of data.extra_val")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        path = plot_runs(args.runs, args.out, x=args.x, title=args.title, val_key=args.val_key)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"quadgpt plot: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
