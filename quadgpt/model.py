@@ -196,7 +196,7 @@ class GPT(nn.Module):
             warnings.warn(
                 f"Prompt of {idx.size(1)} tokens + {max_new_tokens} new exceeds the context of "
                 f"{self.config.block_size}; keeping the last {keep} prompt tokens.",
-                stacklevel=3,
+                stacklevel=4,  # crop_prompt, generate, no_grad wrapper, caller
             )
             idx = idx[:, -keep:]
         return idx

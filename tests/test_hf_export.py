@@ -1,0 +1,244 @@
+"""``quadgpt export``: what ``transformers`` loads from the folder must compute what quadgpt does.
+
+For every FFN kind a tiny random model is exported and loaded back with
+``AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)``, offline, in fp32."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import FFN_KINDS, tiny_model_config
+
+from quadgpt.checkpoint import save_model_checkpoint
+from quadgpt.config import Config
+from quadgpt.hf import export as export_module
+from quadgpt.hf.export import export, main
+from quadgpt.model import GPT
+from quadgpt.tokenizer import GPT2_VOCAB_SIZE, TokenizerUnavailable, get_tokenizer
+
+transformers = pytest.importorskip("transformers")
+
+EXPORT_FILES = {
+    "config.json",
+    "configuration_quadgpt.py",
+    "modeling_quadgpt.py",
+    "model.safetensors",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "README.md",
+}
+
+
+def tiny_bpe_gpt(kind: str, **overrides) -> GPT:
+    torch.manual_seed(0)
+    cfg = tiny_model_config(kind, vocab_size=GPT2_VOCAB_SIZE, block_size=64, **overrides)
+    return GPT(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """kind -> (quadgpt model, checkpoint folder, export folder, transformers model)."""
+    root = tmp_path_factory.mktemp("exports")
+    out = {}
+    for kind in FFN_KINDS:
+        model = tiny_bpe_gpt(kind)
+        ckpt = save_model_checkpoint(root / kind / "ckpt", model, Config(model=model.config), {"val_loss": 3.25, "tokens": 4096})
+        folder = export(ckpt, root / kind / "hf")
+        hf = transformers.AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+        out[kind] = (model, ckpt, folder, hf)
+    return out
+
+
+@pytest.mark.parametrize("kind", FFN_KINDS)
+def test_transformers_logits_equal_quadgpt(exports, kind):
+    model, _, _, hf = exports[kind]
+    idx = torch.randint(0, GPT2_VOCAB_SIZE, (2, 40))
+    with torch.no_grad():
+        ours, _ = model(idx)
+        theirs = hf(idx).logits
+    assert theirs.shape == ours.shape
+    assert (theirs - ours).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("kind", FFN_KINDS)
+def test_greedy_generate_equals_quadgpt_and_uses_the_cache(exports, kind):
+    model, _, _, hf = exports[kind]
+    prompt = torch.randint(0, GPT2_VOCAB_SIZE, (1, 6))
+    seen = []
+    hook = hf.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        theirs = hf.generate(prompt, max_new_tokens=20, do_sample=False, eos_token_id=None)
+    finally:
+        hook.remove()
+    ours = model.generate(prompt, 20, temperature=0)
+    assert torch.equal(theirs, ours)
+    assert seen[0] == 6 and set(seen[1:]) == {1}  # prefill once, then one token per step
+
+
+def test_cache_fed_in_chunks_gives_the_full_logits(exports):
+    _, _, _, hf = exports["kan"]
+    idx = torch.randint(0, GPT2_VOCAB_SIZE, (2, 20))
+    with torch.no_grad():
+        full = hf(idx).logits
+        first = hf(idx[:, :7], use_cache=True)
+        second = hf(idx[:, 7:19], past_key_values=first.past_key_values, use_cache=True)
+        third = hf(idx[:, 19:], past_key_values=second.past_key_values, use_cache=True)
+    chunked = torch.cat([first.logits, second.logits, third.logits], dim=1)
+    assert (chunked - full).abs().max().item() <= 1e-5
+
+
+def test_left_padded_batch_generates_what_each_prompt_does_alone(exports):
+    _, _, folder, hf = exports["quadratic"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, padding_side="left")
+    tokenizer.pad_token = tokenizer.eos_token
+    prompts = ["import os\nimport sys\n", "x ="]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    out = hf.generate(**batch, max_new_tokens=8, do_sample=False, eos_token_id=None)
+    for row, prompt in enumerate(prompts):
+        alone = hf.generate(**tokenizer([prompt], return_tensors="pt"), max_new_tokens=8, do_sample=False, eos_token_id=None)
+        assert out[row, -8:].tolist() == alone[0, -8:].tolist()
+
+
+@pytest.mark.parametrize("kind", FFN_KINDS)
+def test_pipeline_runs_on_the_export(exports, kind):
+    _, _, folder, hf = exports[kind]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    generator = transformers.pipeline("text-generation", model=hf, tokenizer=tokenizer, device="cpu")
+    result = generator("def main():", max_new_tokens=5, do_sample=False)
+    assert result[0]["generated_text"].startswith("def main():")
+
+
+def test_export_folder_contents(exports):
+    model, _, folder, _ = exports["kan"]
+    assert {p.name for p in folder.iterdir()} == EXPORT_FILES
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "quadgpt" and config["ffn_kind"] == "kan"
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_quadgpt.QuadGPTForCausalLM"
+    assert config["ffn_hidden"] == model.blocks[0].ffn.hidden
+    card = (folder / "README.md").read_text()
+    assert "`kan`" in card and "B-splines" in card and "3.2500" in card and "4,096 tokens" in card
+    assert f"{model.num_params(non_embedding=False):,}" in card
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == 50256 and generation["temperature"] == 0.8
+
+
+def test_tokenizer_is_tiktokens_gpt2(exports):
+    folder = exports["mlp"][2]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    text = "def f(x):\n    return x  + 1  # héllo 😀<|endoftext|>"
+    assert tokenizer(text)["input_ids"] == get_tokenizer().encode(text, allowed_special="all")
+    assert tokenizer.eos_token_id == 50256
+
+
+def test_export_loads_without_quadgpt_or_triton(exports):
+    """The copied code must be self-contained: import quadgpt or triton and this fails."""
+    folder = exports["quadratic"][2]
+    code = (
+        "import sys; sys.modules['quadgpt'] = None; sys.modules['triton'] = None\n"
+        "import torch, transformers\n"
+        f"m = transformers.AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code=True)\n"
+        "print(tuple(m(torch.tensor([[1, 2, 3]])).logits.shape))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith(f"(1, 3, {GPT2_VOCAB_SIZE})")
+
+
+# --------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------
+
+
+def run_export(capsys, *argv: str) -> tuple[int, str]:
+    rc = main(list(argv))
+    return rc, capsys.readouterr().err
+
+
+def test_missing_and_half_written_checkpoints(capsys, tmp_path, exports):
+    rc, err = run_export(capsys, str(tmp_path / "nope"), str(tmp_path / "out"))
+    assert rc == 1 and "does not exist" in err
+    half = tmp_path / "half"
+    shutil.copytree(exports["mlp"][1], half)
+    (half / "model.safetensors").unlink()
+    rc, err = run_export(capsys, str(half), str(tmp_path / "out"))
+    assert rc == 1 and "incomplete" in err and not (tmp_path / "out").exists()
+
+
+def test_unknown_ffn_kind_is_refused(capsys, tmp_path, exports):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(exports["mlp"][1], ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["model"]["ffn"]["kind"] = "moe"
+    (ckpt / "config.json").write_text(json.dumps(config))
+    rc, err = run_export(capsys, str(ckpt), str(tmp_path / "out"))
+    assert rc == 1 and "FFN kind 'moe' has no pure-PyTorch version" in err
+
+
+def test_gpt2_format_of_a_non_mlp_model_says_why(capsys, tmp_path, exports):
+    rc, err = run_export(capsys, str(exports["swiglu"][1]), str(tmp_path / "out"), "--format", "gpt2")
+    assert rc == 1 and "GPT-2-shaped" in err and "'swiglu'" in err and "two-layer MLP" in err
+
+
+def test_quadgpt_export_command_is_wired(tmp_path, exports):
+    from quadgpt.cli import main as cli_main
+
+    assert cli_main(["export", str(exports["swiglu"][1]), str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["ffn_kind"] == "swiglu"
+
+
+def test_non_empty_out_needs_overwrite(capsys, tmp_path, exports):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    rc, err = run_export(capsys, str(exports["mlp"][1]), str(out))
+    assert rc == 1 and "--overwrite" in err and (out / "keep.txt").exists()
+    assert run_export(capsys, str(exports["mlp"][1]), str(out), "--overwrite")[0] == 0
+    assert {p.name for p in out.iterdir()} == EXPORT_FILES
+    ckpt = exports["mlp"][1]
+    rc, err = run_export(capsys, str(ckpt), str(ckpt.parent), "--overwrite")  # would delete the checkpoint
+    assert rc == 1 and "holds the checkpoint" in err and (ckpt / "model.safetensors").exists()
+
+
+def test_missing_tokenizer_files_fail_with_the_fix_and_leave_nothing(capsys, monkeypatch, tmp_path, exports):
+    import tiktoken.load
+
+    def offline(url):
+        raise ConnectionError("no network")
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(tiktoken.load, "read_file", offline)
+    rc, err = run_export(capsys, str(exports["mlp"][1]), str(tmp_path / "out"))
+    assert rc == 1 and "vocab.json" in err and "TIKTOKEN_CACHE_DIR" in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".tmp-*"))
+    assert issubclass(TokenizerUnavailable, RuntimeError)
+
+
+def test_push_to_hub_uploads_the_folder(monkeypatch, tmp_path):
+    """The hub cannot be reached here; check the calls made to huggingface_hub's API."""
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+            return "https://huggingface.co/me/tiny/commit/abc"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    url = export_module.push_to_hub(tmp_path, "me/tiny", private=True)
+    assert url.endswith("/commit/abc")
+    assert calls[0] == ("create_repo", "me/tiny", {"repo_type": "model", "private": True, "exist_ok": True})
+    assert calls[1][1]["folder_path"] == str(tmp_path) and calls[1][1]["repo_id"] == "me/tiny"
