@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, forgetting probes, and the FFN comparison report."""
