@@ -38,10 +38,10 @@ def measure(args: argparse.Namespace, kind: str, out_dir: Path) -> dict:
     """Train ``kind`` for warmup + steps optimizer steps; return its throughput row."""
     overrides = [
         f"model.ffn.kind={kind}", f"data.dataset={args.data}", "data.val_windows=8",
-        f"train.out_dir={out_dir}", f"train.batch_size={args.batch_size}", f"train.global_batch_tokens=0",
+        f"train.out_dir={out_dir}", f"train.batch_size={args.batch_size}", "train.global_batch_tokens=0",
         f"train.max_steps={args.warmup + args.steps}", f"train.log_interval={args.log_interval}",
         f"train.eval_interval={10**9}", f"train.ckpt_interval={10**9}", f"train.compile={args.compile}",
-        f"train.device={args.device}", f"train.peak_tflops={args.peak_tflops}", f"train.warmup_steps=10",
+        f"train.device={args.device}", f"train.peak_tflops={args.peak_tflops}", "train.warmup_steps=10",
     ]
     if args.block_size:
         overrides.append(f"model.block_size={args.block_size}")

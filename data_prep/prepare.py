@@ -35,7 +35,7 @@ from data_prep.shards import ShardWriter, VocabTooLarge, encode_batch, shard_dty
 from data_prep.sources import BUILTIN_DOMAINS, Corpus, SourceError, local_files, open_builtin, open_hf, open_local
 from data_prep.split import SplitError, non_empty, val_score, val_threshold
 from quadgpt import __version__
-from quadgpt.checkpoint import commit_tmp_folder, prepare_tmp_folder
+from quadgpt.atomic import commit_tmp_folder, prepare_tmp_folder
 from quadgpt.data import FORMAT_NAME, FORMAT_VERSION, META_FILE, DataError, load_meta
 from quadgpt.tokenizer import EOT_TOKEN, TokenizerUnavailable, get_tokenizer
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from eval.files import write_json_atomic
 from eval.forgetting import (
     DEFAULT_CONFIG,
     DEFAULT_EVAL_EVERY_B,
@@ -39,6 +38,7 @@ from eval.forgetting import (
 )
 from eval.perplexity import evaluate_windows, load_scorer
 from eval.report import markdown_table, summarize, write_report
+from quadgpt.atomic import write_json_atomic
 from quadgpt.config import Config, ConfigError, load_config, split_config_args
 from quadgpt.data import validation_windows
 
@@ -112,6 +112,17 @@ def check_matched(sizes: dict[str, dict[str, Any]], tolerance: float = PARAM_TOL
         if abs(ratio - 1) > tolerance:
             problems.append(f"{name} has {ratio:.3f}x the non-embedding parameters of {names[0]}")
     return problems
+
+
+def run_label(name: str, settings: ProbeSettings) -> str:
+    """The run folder's name: the variant, plus the mitigations that change its phase B, so that
+    a finished run is only ever reused by a comparison with the same settings."""
+    label = name
+    if settings.freeze_base:
+        label += "-frozenbase"
+    if settings.replay_fraction:
+        label += f"-replay{settings.replay_fraction:g}"
+    return label
 
 
 def run_one(config: Config, settings: ProbeSettings, run_dir: Path, seed: int, name: str) -> dict[str, Any]:
@@ -207,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
                 replay_fraction=args.replay, freeze_base=args.freeze_base and config.model.ffn.kind == "kan",
             )
             print(f"quadgpt compare: [{time.time() - start:7.0f}s] {name} seed {seed}", flush=True)
+            run_dir = runs_dir / run_label(name, settings) / f"seed{seed}"
             try:
-                results["runs"].append(run_one(config, settings, runs_dir / name / f"seed{seed}", seed, name))
+                results["runs"].append(run_one(config, settings, run_dir, seed, name))
             except PhaseInterrupted as err:
                 print(f"quadgpt compare: {err} Finished runs are kept.", file=sys.stderr)
                 return 1

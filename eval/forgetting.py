@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eval.files import write_json_atomic
 from quadgpt import metrics
+from quadgpt.atomic import write_json_atomic
 from quadgpt.config import Config, ConfigError, load_config, split_config_args
 
 # Budget of the CPU default (``quadgpt compare``: 4 kinds x 3 seeds on configs/tiny.toml), sized for

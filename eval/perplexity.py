@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from eval.files import write_json_atomic
 from quadgpt import metrics
+from quadgpt.atomic import write_json_atomic
 from quadgpt.tokenizer import EOT_TOKEN, get_tokenizer
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]

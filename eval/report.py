@@ -8,14 +8,13 @@ results file alone: ``python -m eval.report RESULTS_DIR``.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from eval.files import write_json_atomic, write_text_atomic
 from quadgpt import metrics
+from quadgpt.atomic import save_figure_atomic, write_json_atomic, write_text_atomic
 
 # metric key in a run -> (column title, format)
 SEED_METRICS = {
@@ -143,13 +142,8 @@ def plot_curves(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     written = []
 
     def save(fig, name: str) -> None:
-        path = out_dir / name
-        tmp = out_dir / f".{name}.tmp.png"
         fig.tight_layout()
-        fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(save_figure_atomic(fig, out_dir / name, dpi=120))
 
     for x_key, x_label, file_name in (
         ("tokens", "training tokens", "val_loss_vs_tokens.png"),

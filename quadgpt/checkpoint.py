@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import shutil
 import time
@@ -34,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
+from .atomic import commit_tmp_folder, prepare_tmp_folder, write_json_atomic
 from .config import Config, ConfigError, config_from_json
 from .model import GPT
 
@@ -45,7 +45,6 @@ REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, META_FILE)
 STEP_PREFIX = "step_"
 BEST_NAME = "best"
 LAST_NAME = "last"
-TMP_PREFIX = ".tmp-"
 
 
 class CheckpointError(RuntimeError):
@@ -113,50 +112,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _fsync_tree(folder: Path) -> None:
-    for item in folder.iterdir():
-        with open(item, "rb") as handle:
-            os.fsync(handle.fileno())
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def tmp_folder_for(final: Path) -> Path:
-    """The temporary sibling a checkpoint is written into before its rename."""
-    return final.parent / f"{TMP_PREFIX}{final.name}"
-
-
-def prepare_tmp_folder(final: Path) -> Path:
-    """Create a fresh, empty temporary folder for ``final`` (removing one a crash left behind)."""
-    tmp = tmp_folder_for(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def commit_tmp_folder(final: Path) -> Path:
-    """Make the complete temporary folder of ``final`` visible under its real name.
-
-    An existing ``final`` is first renamed aside and removed only after the new one is in
-    place, so at every moment one complete folder exists under ``final`` or its old copy.
-    """
-    tmp = tmp_folder_for(final)
-    _fsync_tree(tmp)
-    old = final.parent / f"{TMP_PREFIX}old-{final.name}"
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-    return final
-
-
 def write_folder_atomically(final: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_folder)`` and rename the folder to ``final`` once it returns.
 
@@ -203,8 +158,8 @@ def write_model_files(
     """Write ``model.safetensors``, ``config.json`` and ``meta.json`` into ``folder``."""
     full_meta = base_meta(config, meta)
     save_file(weights_for_saving(state), str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    write_json(folder / CONFIG_FILE, config.to_dict())
-    write_json(folder / META_FILE, full_meta)
+    write_json_atomic(folder / CONFIG_FILE, config.to_dict())
+    write_json_atomic(folder / META_FILE, full_meta)
 
 
 def save_model_checkpoint(path: str | Path, model: nn.Module, config: Config, meta: dict[str, Any] | None = None) -> Path:

@@ -10,12 +10,13 @@ extra validation sets). Only rank 0 writes.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .atomic import write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -82,9 +83,7 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= last_step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def format_line(record: dict[str, Any]) -> str:

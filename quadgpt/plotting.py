@@ -7,10 +7,10 @@ Tokens, not steps, on the x axis: runs with different batch sizes stay comparabl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from .atomic import save_figure_atomic
 from .logging_utils import read_metrics
 
 
@@ -41,13 +41,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens", ti
     ax.set_title(title or "loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return save_figure_atomic(fig, out, dpi=120, bbox_inches="tight")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .atomic import tmp_sibling, write_json_atomic
 from .checkpoint import (
     BEST_NAME,
     OPTIMIZER_FILE,
@@ -43,9 +44,7 @@ from .checkpoint import (
     save_rank_state,
     set_rng_state,
     step_checkpoints,
-    tmp_folder_for,
     write_folder_atomically,
-    write_json,
     write_model_files,
 )
 from .config import Config, ConfigError, load_config, split_config_args
@@ -425,7 +424,7 @@ class Trainer:
         final = self.run_dir / f"{STEP_PREFIX}{self.step:08d}"
         if self.last_checkpoint == final:
             return final
-        tmp = tmp_folder_for(final)
+        tmp = tmp_sibling(final)
         if self.is_main:
             prepare_tmp_folder(final)
         acc.wait_for_everyone()
@@ -528,7 +527,7 @@ class Trainer:
             handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         if self.is_main:
             self._announce()
-            write_json(self.run_dir / "config.json", self.config.to_dict())
+            write_json_atomic(self.run_dir / "config.json", self.config.to_dict())
             if sys.stderr.isatty():
                 from tqdm import tqdm
 

@@ -8,16 +8,16 @@ import pytest
 import torch
 from helpers import tiny_model_config
 
+from quadgpt.atomic import tmp_sibling
 from quadgpt.checkpoint import (
     CheckpointError,
     check_compatible,
     load_model,
     load_pt,
     resolve_checkpoint,
+    rng_state,
     save_model_checkpoint,
     set_rng_state,
-    rng_state,
-    tmp_folder_for,
     write_folder_atomically,
     write_model_files,
 )
@@ -91,7 +91,7 @@ def test_interrupted_save_leaves_previous_checkpoint_loadable(tmp_path):
         write_folder_atomically(target, write_then_fail)
     loaded, _, meta = load_model(target)
     assert meta["step"] == 1 and torch.equal(loaded.wte.weight, old_model.wte.weight)
-    assert not tmp_folder_for(target).exists()
+    assert not tmp_sibling(target).exists()
 
 
 def test_crash_mid_save_is_ignored_by_resolution(tmp_path):
@@ -99,7 +99,7 @@ def test_crash_mid_save_is_ignored_by_resolution(tmp_path):
     model, config = make()
     run = tmp_path / "run"
     save_model_checkpoint(run / "step_00000004", model, config)
-    half = tmp_folder_for(run / "step_00000008")
+    half = tmp_sibling(run / "step_00000008")
     half.mkdir()
     (half / "model.safetensors").write_bytes(b"\x00" * 10)
     assert resolve_checkpoint(run) == run / "step_00000004"

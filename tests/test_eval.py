@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model_config
 
 from eval import compare, forgetting, perplexity
 from eval.cli import main as eval_main
@@ -17,8 +18,6 @@ from quadgpt.checkpoint import save_model_checkpoint
 from quadgpt.config import Config, ConfigError, load_config
 from quadgpt.model import GPT
 from quadgpt.tokenizer import GPT2_VOCAB_SIZE, get_tokenizer
-
-from helpers import tiny_model_config
 
 VOCAB = 64
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +138,7 @@ def test_ppl_cli_errors_name_the_input(tmp_path, capsys):
     assert eval_main(["ppl", str(tmp_path / "missing"), "--text", str(tmp_path / "t.txt")]) == 2
     assert "missing" in capsys.readouterr().err
     assert eval_main(["nope"]) == 2
-    assert "unknown subcommand 'nope'" in capsys.readouterr().err
+    assert "unknown command 'nope'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import torch
 from helpers import FFN_KINDS, tiny_model_config
 
 from quadgpt.config import FFNConfig, ModelConfig
-from quadgpt.ffn import FFN_REGISTRY, build_ffn, ffn_class
+from quadgpt.ffn import build_ffn, ffn_class
 from quadgpt.ffn.kan import b_spline_bases
 from quadgpt.info import kind_table
 from quadgpt.model import GPT

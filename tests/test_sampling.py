@@ -17,8 +17,8 @@ from helpers import FFN_KINDS, tiny_model_config
 from quadgpt.checkpoint import save_model_checkpoint
 from quadgpt.config import Config
 from quadgpt.model import GPT, KVCache
-from quadgpt.sampling import filter_logits, next_token
 from quadgpt.sample_cli import SEPARATOR, SampleSettings, TextStream, generate_texts, main, unescape
+from quadgpt.sampling import filter_logits, next_token
 from quadgpt.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, get_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

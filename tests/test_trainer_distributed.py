@@ -15,7 +15,6 @@ from test_trainer import REPO_ROOT, config_for, losses, make_token_dataset, tiny
 from quadgpt.trainer import train
 
 
-
 def torchrun(args: list[str], cwd: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
