@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark of docs/benchmarks.md in one command, on a CUDA machine:
+#     bash bench/gpu_all.sh            (logs and Markdown tables under $OUT, default bench-out/)
+# Works from a checkout without installing (PYTHONPATH=.); offline, point TIKTOKEN_CACHE_DIR at a
+# folder holding tiktoken's GPT-2 files (the throughput benchmark prepares builtin:stdlib).
+# Each step runs even if an earlier one failed; the exit status says whether all passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-bench-out}
+mkdir -p "$out"
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+status=0
+
+step() {  # step NAME COMMAND...: run, keep the output in $out/NAME.txt, remember a failure
+    local name=$1
+    shift
+    echo "== $name: $*"
+    "$@" 2>&1 | tee "$out/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { echo "== $name FAILED (exit $rc)"; status=1; }
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
+step kernel_tests python -m pytest -q tests/test_kernel_quadratic.py tests/test_kernel_kan.py
+step ffn_768 python bench/ffn.py --widths 768
+step ffn_1024 python bench/ffn.py --widths 1024
+step train_step python bench/ffn.py --no-table --step --kinds mlp,swiglu,quadratic,kan
+step train_throughput python bench/train_throughput.py
+step generate python bench/generate.py --config configs/gpt2-small.toml
+exit $status
