@@ -308,3 +308,12 @@ def test_report_summarises_seeds_on_hand_made_results():
     assert diff["val_loss"] == pytest.approx((0.2, math.sqrt(0.02)))
     assert diff["forgetting"] == pytest.approx((0.0, 0.0))
     assert "| mlp | kan | 2 | +0.200 ± 0.141 |" in differences_table([diff])
+
+
+def test_run_folders_differ_by_phase_b_mitigation():
+    """A finished run is reused only by a comparison with the same phase-B settings."""
+    plain = forgetting.ProbeSettings(tasks=["a", "b"], steps=[2, 2])
+    frozen = forgetting.ProbeSettings(tasks=["a", "b"], steps=[2, 2], freeze_base=True)
+    replay = forgetting.ProbeSettings(tasks=["a", "b"], steps=[2, 2], replay_fraction=0.25)
+    labels = {compare.run_label("kan", s) for s in (plain, frozen, replay)}
+    assert labels == {"kan", "kan-frozenbase", "kan-replay0.25"}
