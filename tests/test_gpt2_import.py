@@ -95,3 +95,27 @@ def test_import_of_a_missing_or_non_gpt2_folder(tmp_path, capsys):
     transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4).save_pretrained(other)
     assert import_main([str(other), "--out", str(tmp_path / "ckpt")]) == 1
     assert "'llama' model; import-hf converts GPT-2 models" in capsys.readouterr().err
+
+
+def test_import_refuses_an_untied_head(tmp_path, capsys):
+    """A head of its own cannot live in quadgpt's tied model: before the fix it was replaced by
+    the token embedding, silently (exit 0, logits off by ~15)."""
+    _, folder = random_gpt2(tmp_path, tie_word_embeddings=False)
+    assert import_main([str(folder), "--out", str(tmp_path / "ckpt")]) == 1
+    assert "tie_word_embeddings = False" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_import_checks_the_converted_logits(tmp_path, capsys, monkeypatch):
+    from quadgpt.hf import convert, import_gpt2
+
+    def lossy(state, cfg):
+        out = convert.from_gpt2_state(state, cfg)
+        out["blocks.0.ffn.c_fc.weight"] = out["blocks.0.ffn.c_fc.weight"] * 2  # (a uniform shift would be invisible after LayerNorm)
+        return out
+
+    monkeypatch.setattr(import_gpt2, "from_gpt2_state", lossy)
+    _, folder = random_gpt2(tmp_path)
+    assert import_main([str(folder), "--out", str(tmp_path / "ckpt")]) == 1
+    assert "logits differ" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
