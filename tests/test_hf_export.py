@@ -124,7 +124,8 @@ def test_sampled_generation_never_yields_padding_ids(tmp_path):
     torch.manual_seed(0)
     model = GPT(tiny_model_config("mlp", vocab_size=50304, block_size=64)).eval()
     with torch.no_grad():
-        model.wte.weight[GPT2_VOCAB_SIZE:] = 50 * model.ln_f.weight  # padding rows win every argmax
+        model.ln_f.bias.fill_(1.0)  # every final hidden state leans towards the all-ones direction,
+        model.wte.weight[GPT2_VOCAB_SIZE:] = 10.0  # which is where the padding rows point  # padding rows win every argmax
     ckpt = save_model_checkpoint(tmp_path / "ckpt", model, Config(model=model.config))
     folder = export(ckpt, tmp_path / "hf")
     assert json.loads((folder / "config.json").read_text())["vocab_size"] == GPT2_VOCAB_SIZE

@@ -178,7 +178,10 @@ def test_on_text_streams_what_is_returned(bpe_model):
     [
         (SampleSettings(top_p=0.0), "top_p must be in"),
         (SampleSettings(top_p=1.5), "top_p must be in"),
-        (SampleSettings(temperature=-0.1), "temperature must be >= 0"),
+        (SampleSettings(temperature=-0.1), "temperature must be a finite number >= 0"),
+        (SampleSettings(temperature=float("nan")), "temperature must be a finite number"),
+        (SampleSettings(temperature=float("inf")), "temperature must be a finite number"),
+        (SampleSettings(top_p=float("nan")), "top_p must be in"),
         (SampleSettings(max_new_tokens=64), "--max-new-tokens must be in"),
         (SampleSettings(num_samples=0), "--num-samples"),
     ],
@@ -246,7 +249,9 @@ def test_cli_same_seed_same_output(capsys, checkpoint):
     [
         (["--prompt", ""], "tokenises to nothing"),
         (["--top-p", "1.5"], "top_p must be in \\(0, 1\\]"),
-        (["--temperature", "-1"], "temperature must be >= 0"),
+        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "temperature must be a finite number"),
+        (["--top-p", "nan"], "top_p must be in"),
         (["--max-new-tokens", "500"], "below the model's context of 64"),
     ],
 )
@@ -281,3 +286,58 @@ def test_sample_py_entry_point_reads_a_piped_prompt(checkpoint):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("hello")
+
+
+# --------------------------------------------------------------------------------------
+# Padded vocabulary, prompts that must share the context
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def padded_checkpoint(tmp_path_factory) -> Path:
+    """A GPT-2-vocabulary model padded to 50,304 rows whose 47 padding rows win every draw."""
+    torch.manual_seed(0)
+    model = GPT(tiny_model_config("mlp", n_embd=16, n_head=2, block_size=32, vocab_size=50304)).eval()
+    with torch.no_grad():
+        model.ln_f.bias.fill_(1.0)  # every final hidden state leans towards the all-ones direction,
+        model.wte.weight[GPT2_VOCAB_SIZE:] = 10.0  # which is where the padding rows point
+    return save_model_checkpoint(tmp_path_factory.mktemp("padded") / "best", model, Config(model=model.config))
+
+
+def test_generate_never_samples_padding_rows(padded_checkpoint):
+    from quadgpt.checkpoint import load_model
+
+    model, _, _ = load_model(padded_checkpoint)
+    assert model.token_vocab_size == GPT2_VOCAB_SIZE
+    prompt = torch.randint(0, GPT2_VOCAB_SIZE, (4, 3))
+    for temperature in (0.0, 1.0, 5.0):
+        out = model.generate(prompt, 20, temperature=temperature, top_k=None)
+        assert int(out.max()) < GPT2_VOCAB_SIZE
+
+
+def test_sample_cli_on_a_padded_model_prints_text(capsys, padded_checkpoint):
+    """Before the fix a draw of id >= 50,257 ended `quadgpt sample` in a KeyError."""
+    rc, out, err = run_main(capsys, str(padded_checkpoint), "--prompt", "x", "--max-new-tokens", "10", "--top-k", "0")
+    assert rc == 0, err
+    assert out.startswith("x") and out.endswith(SEPARATOR)
+
+
+def test_default_length_leaves_room_for_the_prompt(capsys, checkpoint, bpe_model):
+    """Context 64, config default 200 new tokens: before the fix 63 new tokens cropped any
+    prompt to its last token while the whole prompt was printed as if continued."""
+    prompt = "import os\nimport sys\nimport re\n"
+    n_prompt = len(get_tokenizer().encode_ordinary(prompt))
+    rc, out, err = run_main(capsys, str(checkpoint), "--prompt", prompt, "--temperature", "0", "--ignore-eot")
+    assert rc == 0 and "fit the context" not in err
+    settings = SampleSettings(max_new_tokens=64 - n_prompt, temperature=0, stop_at_eot=False)
+    assert out == prompt + generate_texts(bpe_model, [prompt], settings)[0][0] + SEPARATOR
+
+
+def test_a_cropped_prompt_is_shown_as_the_model_saw_it(capsys, checkpoint):
+    prompt = "one two three four five six seven eight nine ten"
+    ids = get_tokenizer().encode_ordinary(prompt)
+    rc, out, err = run_main(capsys, str(checkpoint), "--prompt", prompt, "--max-new-tokens", "60", "--temperature", "0")
+    assert rc == 0
+    seen = get_tokenizer().decode(ids[-4:])  # 64 - 60 tokens fit
+    assert out.startswith(seen) and not out.startswith(prompt)
+    assert f"prompt 1 has {len(ids)} tokens" in err and "last 4" in err
