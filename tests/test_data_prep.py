@@ -20,6 +20,7 @@ from data_prep.sources import module_texts, open_builtin, stdlib_files
 from data_prep.split import SplitError
 from quadgpt import __version__
 from quadgpt.data import BatchLoader, DataError, TokenDataset, load_meta
+from quadgpt.safety import UnsafeOutput
 from quadgpt.tokenizer import EOT_TOKEN, decode, encode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -222,10 +223,10 @@ def test_rerun_is_a_no_op_unless_forced_and_refuses_other_options(txt_dir: Path,
     assert run(txt_dir, out) == meta
     assert "nothing to do" in capsys.readouterr().out
     assert (out / "train_000000.bin").stat().st_mtime_ns == stamp
-    with pytest.raises(PrepareError, match="different content or options.*--force"):
+    with pytest.raises(PrepareError, match="other settings: --seed 0 -> 5.*--force"):
         run(txt_dir, out, seed=5)
     (txt_dir / "doc00.txt").write_text("changed text")
-    with pytest.raises(PrepareError, match="different content"):
+    with pytest.raises(PrepareError, match="other content"):
         run(txt_dir, out)
     assert load_meta(out) == meta  # refusals left it alone
     forced = run(txt_dir, out, force=True)
@@ -330,15 +331,81 @@ def test_vocab_too_large_for_uint16(txt_dir: Path, tmp_path: Path, monkeypatch, 
 
 
 def test_output_folder_holding_something_else(txt_dir: Path, tmp_path: Path, capsys) -> None:
+    """--force replaces only a folder quadgpt prepare wrote; the refusal names a folder that works."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    fails([str(txt_dir), "--out", str(out)], capsys, "holds something other than a prepared dataset")
-    assert [p.name for p in out.iterdir()] == ["precious.txt"]
-    assert main([str(txt_dir), "--out", str(out), "--force", "--num-proc", "1", "--no-progress"]) == 0
-    assert not (out / "precious.txt").exists() and load_meta(out)["splits"]["val"]["documents"] >= 1
+    for force in ([], ["--force"]):
+        fails([str(txt_dir), "--out", str(out), *force], capsys, "did not write")
+        assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    with pytest.raises(UnsafeOutput, match="did not write") as err:
+        run(txt_dir, out)
+    suggested = str(err.value).rsplit(" ", 1)[-1]
+    assert main([str(txt_dir), "--out", suggested, "--num-proc", "1", "--no-progress"]) == 0
     (tmp_path / "file").write_text("x")
     fails([str(txt_dir), "--out", str(tmp_path / "file"), "--force"], capsys, "is a file")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_out_is_or_holds_or_lies_inside_the_source(txt_dir: Path, tmp_path: Path, capsys) -> None:
+    """The issue's case: `prepare DIR --out DIR --force` deleted the corpus; also --out holding the
+    source, --out inside it (files, folders, globs, symlinks). Each refusal's hint works."""
+    before = sorted(p.relative_to(txt_dir).as_posix() for p in txt_dir.rglob("*"))
+    (tmp_path / "link").symlink_to(txt_dir)
+    cases = [
+        (str(txt_dir), txt_dir, "is the input"),
+        (str(txt_dir), tmp_path, "contains the input"),
+        (str(txt_dir), txt_dir / "sub" / "out", "lies inside the input"),
+        (str(txt_dir / "doc00.txt"), txt_dir / "doc00.txt", "is the input"),
+        (str(txt_dir / "doc00.txt"), txt_dir, "contains the input"),
+        (f"{txt_dir}/**/*.txt", txt_dir / "prepared", "lies inside the input"),
+        (str(tmp_path / "link"), txt_dir, "is the input"),
+        (str(txt_dir), tmp_path / "link", "is the input"),
+    ]
+    for source, out, says in cases:
+        fails([source, "--out", str(out), "--force"], capsys, says)
+    assert sorted(p.relative_to(txt_dir).as_posix() for p in txt_dir.rglob("*")) == before
+    with pytest.raises(UnsafeOutput) as err:
+        run(txt_dir, txt_dir, force=True)
+    suggested = str(err.value).rsplit(" ", 1)[-1]
+    assert Path(suggested) == tmp_path / "txt-prepared"
+    assert main([str(txt_dir), "--out", suggested, "--val-count", "4", "--num-proc", "1", "--no-progress"]) == 0
+
+
+def test_train_hint_for_raw_text_names_a_folder_that_works(txt_dir: Path, tmp_path: Path) -> None:
+    """`--data.dataset=<raw text>`: the hint must not name the source itself as prepare's --out."""
+    for raw in (txt_dir, txt_dir / "doc00.txt"):
+        with pytest.raises(DataError) as err:
+            load_meta(raw)
+        command = str(err.value).split("`")[-2].split()
+        assert command[:3] == ["quadgpt", "prepare", str(raw)] and command[3] == "--out"
+        out = Path(command[4])
+        assert out != raw and raw not in out.parents and not out.exists()
+        assert main([*command[2:], "--num-proc", "1", "--no-progress"]) == 0
+        assert f"--data.dataset={out}" in str(err.value)
+        load_meta(out)
+
+
+def test_force_replaces_its_own_dataset(txt_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(txt_dir, out)
+    forced = run(txt_dir, out, seed=3, force=True)
+    assert load_meta(out) == forced and forced["options"]["seed"] == 3 and leftovers(tmp_path) == []
+
+
+def test_rerun_with_other_settings_names_them(txt_dir: Path, tmp_path: Path, capsys) -> None:
+    """Prepared data is reused only when made with the settings asked for now; a refusal names
+    each setting that differs, before reading the corpus."""
+    out = tmp_path / "out"
+    meta = run(txt_dir, out, seed=1)
+    fails([str(txt_dir), "--out", str(out), "--seed", "2", "--val-count", "4", "--shard-tokens", "50"],
+          capsys, "--seed 1 -> 2, --shard-tokens 100000000 -> 50")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("other text entirely")
+    fails([str(other), "--out", str(out), "--seed", "1", "--val-count", "4"], capsys, f"source {txt_dir} -> {other}")
+    fails([str(txt_dir), "--out", str(out), "--seed", "1", "--val-fraction", "0.2"], capsys, "--val-count 4 -> none")
+    assert load_meta(out) == meta
 
 
 def test_bad_options(txt_dir: Path, tmp_path: Path, capsys) -> None:
