@@ -234,8 +234,10 @@ class TextColumn:
 
 
 def open_local(spec: str, scratch: Path, *, text_field: str = "text", line_docs: bool = False) -> Corpus:
-    """Local files through ``datasets``; ``.txt`` gives one document per file unless ``line_docs``."""
+    """Local files through ``datasets``; ``.txt`` gives one document per file unless ``line_docs``.
+    Raises ``SourceError`` for files their parser rejects."""
     from datasets import load_dataset
+    from datasets.utils import logging as datasets_logging
 
     files = local_files(spec)
     builder = BUILDERS[files[0].suffix.lower()]
@@ -245,6 +247,8 @@ def open_local(spec: str, scratch: Path, *, text_field: str = "text", line_docs:
         kwargs = {"sample_by": "line" if line_docs else "document"}
     elif builder == "csv":  # pandas reads NA, null, None, nan, N/A... as missing: here they are text
         kwargs = {"keep_default_na": False, "converters": {text_field: str}}
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its parser errors come back as one SourceError
     try:
         dataset = load_dataset(
             builder, data_files=[str(p) for p in loadable], split="train", cache_dir=str(scratch / "hf_cache"), **kwargs
@@ -255,6 +259,8 @@ def open_local(spec: str, scratch: Path, *, text_field: str = "text", line_docs:
             cause = cause.__cause__
         first_line = (str(cause).strip().splitlines() or [""])[0]
         raise SourceError(f"Cannot read '{spec}' as {builder} files: {type(cause).__name__}: {first_line}") from err
+    finally:
+        datasets_logging.set_verbosity(verbosity)
     if builder == "text":
         text_field = "text"
     documents = TextColumn(dataset, text_field, f"'{spec}'")
