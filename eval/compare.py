@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default="data", help="where corpora named by source are prepared")
     parser.add_argument("--out", default="runs/compare", help="results folder: results.json, results.md, plots")
     parser.add_argument("--runs", default="", help="folder of the training runs (default OUT/runs)")
-    parser.add_argument("--allow-mismatch", action="store_true", help=f"accept > {PARAM_TOLERANCE:.0%} parameter mismatch")
+    parser.add_argument("--allow-mismatch", action="store_true", help=f"accept > {PARAM_TOLERANCE * 100:g}%% parameter mismatch")
     try:
         config_path, overrides, rest = split_config_args(argv)
         args = parser.parse_args(rest)

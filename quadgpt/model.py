@@ -90,10 +90,16 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    """The decoder. ``vocab_size`` rows of the embedding may exceed the tokenizer's ids (GPT-2's
+    50,257 are padded to 50,304 for speed); ``token_vocab_size`` is how many ids the tokenizer
+    can decode, and ``generate`` never samples the padding rows above it. ``load_model`` sets it
+    from the checkpoint's tokenizer; it defaults to ``vocab_size`` (no padding)."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         check_backend(config.attention)
         self.config = config
+        self.token_vocab_size = config.vocab_size
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
@@ -236,7 +242,8 @@ class GPT(nn.Module):
             if cache is None:
                 step_input = idx
             logits, _ = self(step_input, cache=cache, last_only=True)
-            token = next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+            # padding rows are no token at all: a draw there would crash any decoder
+            token = next_token(logits[:, -1, : self.token_vocab_size], temperature, top_k, top_p, generator)
             idx = torch.cat([idx, token[:, None]], dim=1)
             step_input = token[:, None]
             if on_token is not None and on_token(step, token):

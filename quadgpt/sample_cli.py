@@ -130,6 +130,21 @@ def encode_prompts(prompts: Sequence[str]) -> list[list[int]]:
     return encoded
 
 
+def default_max_new_tokens(wanted: int, block_size: int, prompt_tokens: int) -> int:
+    """``max_new_tokens`` when the user gave none: ``wanted`` (the checkpoint's default) cut to
+    the room the prompt leaves in the context, so the prompt is not cropped to make space. A
+    prompt that fills the context on its own gets half the context (and is cropped)."""
+    room = block_size - prompt_tokens
+    return min(wanted, room) if room >= 1 else min(wanted, max(1, block_size // 2))
+
+
+def crop_prompts(encoded: Sequence[list[int]], block_size: int, max_new_tokens: int) -> list[list[int]]:
+    """Each prompt's last tokens that fit beside ``max_new_tokens`` new ones: the model's rule
+    (``GPT.crop_prompt``), applied here so that the text shown is the text the model saw."""
+    keep = max(1, block_size - max_new_tokens)
+    return [list(ids[-keep:]) for ids in encoded]
+
+
 def generate_texts(
     model: GPT,
     prompts: Sequence[str],
@@ -143,14 +158,25 @@ def generate_texts(
     (see ``TextStream``). The same model, prompts, settings and seed give the same texts.
     """
     settings.check(model.config.block_size)
+    encoded = crop_prompts(encode_prompts(prompts), model.config.block_size, settings.max_new_tokens)
+    return generate_from_ids(model, encoded, settings, device, on_text)
+
+
+def generate_from_ids(
+    model: GPT,
+    encoded: Sequence[list[int]],
+    settings: SampleSettings,
+    device: torch.device | str = "cpu",
+    on_text: Callable[[int, int, str], None] | None = None,
+) -> list[list[str]]:
+    """``generate_texts`` for prompts already tokenised (and cropped to fit the context)."""
     device = torch.device(device)
     tokenizer = get_tokenizer()
-    encoded = encode_prompts(prompts)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    texts: list[list[str]] = [[""] * settings.num_samples for _ in prompts]
     by_length: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
         by_length.setdefault(len(ids), []).append(i)
+    texts: list[list[str]] = [[""] * settings.num_samples for _ in encoded]
     for group in by_length.values():
         rows = [(p, s) for p in group for s in range(settings.num_samples)]
         streams = [TextStream(tokenizer, settings.stop, EOT_TOKEN if settings.stop_at_eot else None) for _ in rows]
@@ -281,11 +307,16 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         model, config, _ = load_model(args.checkpoint, device=device)
         defaults = config.sample
-        # the config default may exceed a small model's context; an explicit flag is checked as given
-        default_new = min(defaults.max_new_tokens, model.config.block_size - 1)
+        prompts = read_prompts(args, defaults.prompt)
+        encoded = encode_prompts(prompts)
+        block_size = model.config.block_size
         settings = SampleSettings(
             num_samples=defaults.num_samples if args.num_samples is None else args.num_samples,
-            max_new_tokens=default_new if args.max_new_tokens is None else args.max_new_tokens,
+            max_new_tokens=(
+                default_max_new_tokens(defaults.max_new_tokens, block_size, max(map(len, encoded)))
+                if args.max_new_tokens is None
+                else args.max_new_tokens
+            ),
             temperature=defaults.temperature if args.temperature is None else args.temperature,
             top_k=defaults.top_k if args.top_k is None else args.top_k,
             top_p=defaults.top_p if args.top_p is None else args.top_p,
@@ -294,13 +325,21 @@ def main(argv: list[str] | None = None) -> int:
             seed=defaults.seed if args.seed is None else args.seed,
             use_cache=not args.no_cache,
         )
-        prompts = read_prompts(args, defaults.prompt)
-        settings.check(model.config.block_size)
-        encode_prompts(prompts)
+        settings.check(block_size)
     except (CheckpointError, ValueError, TokenizerUnavailable) as err:
         print(f"quadgpt sample: {err}", file=sys.stderr)
         return 1
 
+    seen = crop_prompts(encoded, block_size, settings.max_new_tokens)
+    for i, (ids, kept) in enumerate(zip(encoded, seen)):
+        if len(kept) < len(ids):
+            print(
+                f"quadgpt sample: prompt {i + 1} has {len(ids)} tokens; with {settings.max_new_tokens} new ones "
+                f"only its last {len(kept)} fit the context of {block_size}, and that is what is shown.",
+                file=sys.stderr,
+            )
+    tokenizer = get_tokenizer()
+    shown = [tokenizer.decode(ids) for ids in seen]
     streaming = len(prompts) * settings.num_samples == 1
     out = sys.stdout
 
@@ -310,16 +349,16 @@ def main(argv: list[str] | None = None) -> int:
             out.flush()
 
     if streaming:
-        out.write(prompts[0])
+        out.write(shown[0])
         out.flush()
     dtype = autocast_dtype(args.dtype, device)
     try:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            texts = generate_texts(model, prompts, settings, device, on_text)
+            texts = generate_from_ids(model, seen, settings, device, on_text)
         if streaming:
             out.write(SEPARATOR)
         else:
-            for prompt, samples in zip(prompts, texts):
+            for prompt, samples in zip(shown, texts):
                 for sample in samples:
                     out.write(prompt + sample + SEPARATOR)
         out.flush()

@@ -6,15 +6,18 @@ renormalised distribution. ``temperature = 0`` is greedy (argmax) and ignores th
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}.")
+    """ValueError naming the first setting that cannot be sampled with (NaN and inf included)."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy); got {temperature}.")
     if top_k is not None and top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off); got {top_k}.")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
+    if top_p is not None and not 0.0 < top_p <= 1.0:  # also refuses NaN
         raise ValueError(f"top_p must be in (0, 1]; got {top_p}.")
 
 

@@ -39,3 +39,10 @@ def encode(text: str, name: str = "gpt2") -> list[int]:
 
 def decode(ids, name: str = "gpt2") -> str:
     return get_tokenizer(name).decode(list(ids))
+
+
+def tokenizer_vocab_size(name: str = "gpt2") -> int:
+    """How many ids tokenizer ``name`` can decode (GPT-2: 50,257), known without its files."""
+    if name == "gpt2":
+        return GPT2_VOCAB_SIZE
+    return get_tokenizer(name).n_vocab

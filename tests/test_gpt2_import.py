@@ -97,6 +97,30 @@ def test_import_of_a_missing_or_non_gpt2_folder(tmp_path, capsys):
     assert "'llama' model; import-hf converts GPT-2 models" in capsys.readouterr().err
 
 
+def test_import_refuses_an_untied_head(tmp_path, capsys):
+    """A head of its own cannot live in quadgpt's tied model: before the fix it was replaced by
+    the token embedding, silently (exit 0, logits off by ~15)."""
+    _, folder = random_gpt2(tmp_path, tie_word_embeddings=False)
+    assert import_main([str(folder), "--out", str(tmp_path / "ckpt")]) == 1
+    assert "tie_word_embeddings = False" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_import_checks_the_converted_logits(tmp_path, capsys, monkeypatch):
+    from quadgpt.hf import convert, import_gpt2
+
+    def lossy(state, cfg):
+        out = convert.from_gpt2_state(state, cfg)
+        out["blocks.0.ffn.c_fc.weight"] = out["blocks.0.ffn.c_fc.weight"] * 2  # (a uniform shift would be invisible after LayerNorm)
+        return out
+
+    monkeypatch.setattr(import_gpt2, "from_gpt2_state", lossy)
+    _, folder = random_gpt2(tmp_path)
+    assert import_main([str(folder), "--out", str(tmp_path / "ckpt")]) == 1
+    assert "logits differ" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_import_never_replaces_what_quadgpt_did_not_write(tmp_path, capsys):
     """import-hf used to replace any folder at --out, and --out could be the source itself."""
     _, folder = random_gpt2(tmp_path)

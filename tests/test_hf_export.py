@@ -28,6 +28,7 @@ EXPORT_FILES = {
     "config.json",
     "configuration_quadgpt.py",
     "modeling_quadgpt.py",
+    "ffn_functional.py",
     "model.safetensors",
     "generation_config.json",
     "vocab.json",
@@ -84,16 +85,79 @@ def test_greedy_generate_equals_quadgpt_and_uses_the_cache(exports, kind):
     assert seen[0] == 6 and set(seen[1:]) == {1}  # prefill once, then one token per step
 
 
-def test_cache_fed_in_chunks_gives_the_full_logits(exports):
+def returned_cache(output):
+    """The cache of a forward's output, under the field name this transformers uses."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_cache_fed_in_chunks_gives_the_full_logits(exports, name):
+    """Both names of the cache argument work (transformers < 5.24: past_key_values; >= 5.24:
+    cache); before the fix the new name was swallowed and each chunk ran without its past."""
     _, _, _, hf = exports["kan"]
     idx = torch.randint(0, GPT2_VOCAB_SIZE, (2, 20))
     with torch.no_grad():
         full = hf(idx).logits
         first = hf(idx[:, :7], use_cache=True)
-        second = hf(idx[:, 7:19], past_key_values=first.past_key_values, use_cache=True)
-        third = hf(idx[:, 19:], past_key_values=second.past_key_values, use_cache=True)
+        second = hf(idx[:, 7:19], use_cache=True, **{name: returned_cache(first)})
+        third = hf(idx[:, 19:], use_cache=True, **{name: returned_cache(second)})
     chunked = torch.cat([first.logits, second.logits, third.logits], dim=1)
     assert (chunked - full).abs().max().item() <= 1e-5
+
+
+def test_arguments_that_would_change_the_result_are_refused(exports):
+    _, _, _, hf = exports["mlp"]
+    idx = torch.randint(0, GPT2_VOCAB_SIZE, (1, 5))
+    with pytest.raises(TypeError, match="output_attentions"):
+        hf(idx, output_attentions=True)
+    with pytest.raises(TypeError, match="block_tables"):
+        hf(idx, block_tables=torch.zeros(1))
+    with pytest.raises(ValueError, match="cache_position"):
+        hf(idx, cache_position=torch.arange(3, 8))
+    with torch.no_grad():  # what generate() passes as a matter of course is fine
+        hf(idx, return_dict=True, output_attentions=False, output_hidden_states=None, cache_position=torch.arange(5))
+
+
+def test_sampled_generation_never_yields_padding_ids(tmp_path):
+    """The model's 50,304 rows include 47 that are no GPT-2 token: the export drops them, so
+    even a model whose padding rows have the largest logits samples real ids only."""
+    torch.manual_seed(0)
+    model = GPT(tiny_model_config("mlp", vocab_size=50304, block_size=64)).eval()
+    with torch.no_grad():
+        model.wte.weight[GPT2_VOCAB_SIZE:] = 50 * model.ln_f.weight  # padding rows win every argmax
+    ckpt = save_model_checkpoint(tmp_path / "ckpt", model, Config(model=model.config))
+    folder = export(ckpt, tmp_path / "hf")
+    assert json.loads((folder / "config.json").read_text())["vocab_size"] == GPT2_VOCAB_SIZE
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    out = hf.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=20, do_sample=True, top_k=0, eos_token_id=None)
+    assert int(out.max()) < GPT2_VOCAB_SIZE
+    idx = torch.randint(0, GPT2_VOCAB_SIZE, (1, 9))
+    with torch.no_grad():
+        assert (hf(idx).logits - model(idx)[0][..., :GPT2_VOCAB_SIZE]).abs().max().item() <= 1e-5
+
+
+def test_an_export_that_computes_something_else_is_refused(capsys, monkeypatch, tmp_path, exports):
+    from quadgpt.hf import convert
+
+    def broken(state):
+        out = convert.to_quadgpt_hf_state(state)
+        out["transformer.ln_f.weight"] = out["transformer.ln_f.weight"] * 2
+        return out
+
+    monkeypatch.setattr(export_module, "to_quadgpt_hf_state", broken)
+    rc, err = run_export(capsys, str(exports["swiglu"][1]), str(tmp_path / "out"))
+    assert rc == 1 and "logits differ" in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_export_shares_quadgpts_ffn_source(exports):
+    """The exported FFN math is quadgpt's own file, byte for byte (no second copy to drift)."""
+    from pathlib import Path
+
+    import quadgpt.ffn.functional as functional
+
+    folder = exports["kan"][2]
+    assert (folder / "ffn_functional.py").read_bytes() == Path(functional.__file__).read_bytes()
 
 
 def test_left_padded_batch_generates_what_each_prompt_does_alone(exports):

@@ -22,47 +22,11 @@ Options: ``base = "none"`` drops the global SiLU branch; ``freeze_base`` keeps i
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import FFN, init_normal_, round_width
+from .functional import b_spline_bases, kan_layer_reference  # noqa: F401  (b_spline_bases: public here too)
 from .quadratic import use_triton_kernel
-
-
-def b_spline_bases(u: torch.Tensor, grid_size: int, spline_order: int) -> torch.Tensor:
-    """B-spline bases of ``u`` (values in [-1, 1]) on a uniform grid: ``[..., G + k]``.
-
-    Cox-de Boor recursion over the extended knots ``t_j = -1 + (j - k) 2/G``, j = 0..G+2k.
-    """
-    step = 2.0 / grid_size
-    knots = -1.0 + step * torch.arange(
-        -spline_order, grid_size + spline_order + 1, device=u.device, dtype=u.dtype
-    )
-    u = u.unsqueeze(-1)
-    bases = ((u >= knots[:-1]) & (u < knots[1:])).to(u.dtype)
-    for p in range(1, spline_order + 1):
-        left = (u - knots[: -(p + 1)]) / (knots[p:-1] - knots[: -(p + 1)])
-        right = (knots[p + 1 :] - u) / (knots[p + 1 :] - knots[1:-p])
-        bases = left * bases[..., :-1] + right * bases[..., 1:]
-    return bases
-
-
-def kan_layer_reference(
-    x: torch.Tensor,
-    spline_weight: torch.Tensor,
-    base_weight: torch.Tensor | None,
-    grid_size: int,
-    spline_order: int,
-) -> torch.Tensor:
-    """One KAN layer in plain PyTorch: ``x [..., in]``, ``spline_weight [out, in, G+k]``,
-    ``base_weight [out, in]`` or None -> ``[..., out]``. Materialises the ``[N, in, G+k]`` bases."""
-    out_features, in_features, n_bases = spline_weight.shape
-    x2 = x.reshape(-1, in_features)
-    bases = b_spline_bases(torch.tanh(x2), grid_size, spline_order)
-    y = bases.reshape(x2.shape[0], in_features * n_bases) @ spline_weight.reshape(out_features, -1).t()
-    if base_weight is not None:
-        y = y + F.silu(x2) @ base_weight.t()
-    return y.view(*x.shape[:-1], out_features)
 
 
 class KANLayer(nn.Module):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import FFN, init_linear_
+from .functional import mlp_activation
 
 # Elementwise FLOPs per hidden unit of each activation (rough counts; matmuls dominate).
 _ACTIVATION_FLOPS = {"relu": 1, "gelu": 8, "gelu_tanh": 8}
@@ -40,9 +40,7 @@ class MLP(FFN):
         return 4 * self.d_model * self.hidden + _ACTIVATION_FLOPS[self.activation] * self.hidden
 
     def act(self, h: torch.Tensor) -> torch.Tensor:
-        if self.activation == "relu":
-            return F.relu(h)
-        return F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+        return mlp_activation(h, self.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))

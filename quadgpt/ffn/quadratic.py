@@ -28,26 +28,7 @@ import torch
 from torch import nn
 
 from .base import FFN, init_linear_, init_normal_, round_width
-
-
-def quadratic_hidden_reference(
-    x: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    w: torch.Tensor | None,
-    b: torch.Tensor | None,
-) -> torch.Tensor:
-    """The math, in plain PyTorch: ``x [..., d]``, ``u, v [r, h, d]``, ``w [h, d]``, ``b [h]``."""
-    rank, hidden, d = u.shape
-    x2 = x.reshape(-1, d)
-    xu = (x2 @ u.reshape(rank * hidden, d).t()).view(-1, rank, hidden)
-    xv = (x2 @ v.reshape(rank * hidden, d).t()).view(-1, rank, hidden)
-    h = (xu * xv).sum(dim=1)
-    if w is not None:
-        h = h + x2 @ w.t()
-    if b is not None:
-        h = h + b
-    return h.view(*x.shape[:-1], hidden)
+from .functional import quadratic_hidden_reference
 
 
 def triton_available() -> bool:

@@ -8,13 +8,14 @@ width (never quadgpt's 0 = "default"), so this file needs none of quadgpt's widt
 
 from transformers import PretrainedConfig
 
+from .ffn_functional import MLP_ACTIVATIONS
+
 FFN_KINDS = ("mlp", "swiglu", "quadratic", "kan")
-MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
 
 class QuadGPTConfig(PretrainedConfig):
     model_type = "quadgpt"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
     attribute_map = {
         "hidden_size": "n_embd",
         "num_hidden_layers": "n_layer",

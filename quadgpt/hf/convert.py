@@ -58,6 +58,17 @@ def quadgpt_hf_config_kwargs(cfg: ModelConfig) -> dict:
     )
 
 
+def trim_vocab(state: dict[str, torch.Tensor], vocab: int) -> dict[str, torch.Tensor]:
+    """``state`` with the token embedding (and the head tied to it) cut to its first ``vocab``
+    rows: the padding rows quadgpt adds for speed are no token, and an export must not sample
+    them. A ``vocab`` at or above the row count leaves ``state`` as it is."""
+    out = dict(state)
+    for name in ("wte.weight", TIED_HEAD):
+        if name in out:
+            out[name] = out[name][:vocab]
+    return out
+
+
 def to_quadgpt_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """quadgpt state dict -> ``QuadGPTForCausalLM`` state dict (tied head left out)."""
     return {HF_PREFIX + name: tensor for name, tensor in state.items() if name != TIED_HEAD}
@@ -135,6 +146,8 @@ def model_config_from_gpt2(gpt2_config) -> ModelConfig:
         problems.append("scale_attn_weights = False")
     if getattr(gpt2_config, "add_cross_attention", False):
         problems.append("add_cross_attention = True")
+    if not getattr(gpt2_config, "tie_word_embeddings", True):
+        problems.append("tie_word_embeddings = False (an LM head of its own; quadgpt's head is the token embedding)")
     if abs(gpt2_config.layer_norm_epsilon - 1e-5) > 1e-12:
         problems.append(f"layer_norm_epsilon = {gpt2_config.layer_norm_epsilon} (quadgpt uses 1e-5)")
     if problems:

@@ -19,10 +19,12 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from safetensors.torch import save_file
 
 from .. import __version__
@@ -38,6 +40,7 @@ from ..checkpoint import (
 from ..config import Config
 from ..model import GPT
 from ..safety import UnsafeOutput, check_output_path, existing_output
+from ..sampling import check_sampling_args
 from ..tokenizer import EOT_TOKEN, TokenizerUnavailable
 from .configuration_quadgpt import FFN_KINDS
 from .convert import (
@@ -46,13 +49,22 @@ from .convert import (
     quadgpt_hf_config_kwargs,
     to_gpt2_state,
     to_quadgpt_hf_state,
+    trim_vocab,
 )
 from .tokenizer_files import write_gpt2_tokenizer
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig
 
-CODE_FILES = ("configuration_quadgpt.py", "modeling_quadgpt.py")
+# file in the export -> its source in this package: the modeling code computes with quadgpt's
+# own FFN math (ffn/functional.py), copied, so an export cannot drift from what was trained
+CODE_FILES = {
+    "configuration_quadgpt.py": Path(__file__).with_name("configuration_quadgpt.py"),
+    "modeling_quadgpt.py": Path(__file__).with_name("modeling_quadgpt.py"),
+    "ffn_functional.py": Path(__file__).parents[1] / "ffn" / "functional.py",
+}
+# exported logits must equal quadgpt's (fp32, the same math): far below any real difference
+PARITY_ATOL = 1e-4
 # config.json key marking a folder as quadgpt's export: the only kind --overwrite replaces
 EXPORT_MARK = "exported_by"
 AUTO_MAP = {
@@ -90,6 +102,7 @@ def generation_config(config: Config) -> GenerationConfig:
     from transformers import GenerationConfig
 
     s = config.sample
+    check_sampling_args(s.temperature, s.top_k, s.top_p)
     sampling = dict(do_sample=True, temperature=s.temperature, top_k=s.top_k or None, top_p=s.top_p)
     return GenerationConfig(
         bos_token_id=EOT_TOKEN,
@@ -149,31 +162,64 @@ print(tokenizer.decode(model.generate(ids, max_new_tokens=50)[0]))
 """
 
 
-def write_quadgpt_files(folder: Path, model: GPT, config: Config) -> None:
-    """config.json + the two code files + model.safetensors of the remote-code format."""
+def write_quadgpt_files(folder: Path, model: GPT, config: Config, vocab: int) -> None:
+    """config.json + the code files + model.safetensors of the remote-code format, with the
+    vocabulary trimmed to its first ``vocab`` rows (the ids the tokenizer has)."""
     from .configuration_quadgpt import QuadGPTConfig
 
-    hf_config = QuadGPTConfig(**quadgpt_hf_config_kwargs(config.model))
+    hf_config = QuadGPTConfig(**{**quadgpt_hf_config_kwargs(config.model), "vocab_size": vocab})
     hf_config.auto_map = dict(AUTO_MAP)
     hf_config.architectures = ["QuadGPTForCausalLM"]
     setattr(hf_config, EXPORT_MARK, f"quadgpt {__version__}")
     hf_config.save_pretrained(folder)
-    for name in CODE_FILES:
-        shutil.copyfile(Path(__file__).with_name(name), folder / name)
-    state = weights_for_saving(to_quadgpt_hf_state(model.state_dict()))
+    for name, source in CODE_FILES.items():
+        shutil.copyfile(source, folder / name)
+    state = weights_for_saving(to_quadgpt_hf_state(trim_vocab(model.state_dict(), vocab)))
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
-def write_gpt2_files(folder: Path, model: GPT, config: Config) -> None:
-    """config.json + model.safetensors of a plain ``GPT2LMHeadModel`` (head tied, not stored)."""
+def write_gpt2_files(folder: Path, model: GPT, config: Config, vocab: int) -> None:
+    """config.json + model.safetensors of a plain ``GPT2LMHeadModel`` (head tied, not stored),
+    vocabulary trimmed to ``vocab`` rows."""
     from transformers import GPT2Config
 
-    hf_config = GPT2Config(**gpt2_config_kwargs(config.model))
+    hf_config = GPT2Config(**{**gpt2_config_kwargs(config.model), "vocab_size": vocab})
     hf_config.architectures = ["GPT2LMHeadModel"]
     setattr(hf_config, EXPORT_MARK, f"quadgpt {__version__}")
     hf_config.save_pretrained(folder)
-    state = weights_for_saving(to_gpt2_state(model.state_dict(), config.model))
+    state = weights_for_saving(to_gpt2_state(trim_vocab(model.state_dict(), vocab), config.model))
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def check_export_parity(folder: Path, model: GPT, vocab: int, fmt: str) -> None:
+    """Load ``folder`` with transformers and compare its logits with ``model``'s on a few tokens.
+
+    Raises ValueError with the largest difference when they disagree by more than
+    ``PARITY_ATOL``: an export that computes something else must not be reported as done.
+    """
+    from transformers import AutoModelForCausalLM
+
+    # transformers names the remote-code module after the folder, and older versions cannot
+    # import one named like our hidden temporary folder (".tmp-OUT"): load through a link
+    with tempfile.TemporaryDirectory() as scratch:
+        link = Path(scratch) / "quadgpt_export_check"
+        link.symlink_to(folder.resolve(), target_is_directory=True)
+        hf = AutoModelForCausalLM.from_pretrained(link, trust_remote_code=fmt == "quadgpt", dtype=torch.float32)
+    hf.eval()
+    generator = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, vocab, (2, min(16, model.config.block_size)), generator=generator)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        ours = model.float()(idx)[0][..., :vocab]
+        theirs = hf(idx).logits
+    model.train(was_training)
+    diff = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else float("inf")
+    if not diff <= PARITY_ATOL:
+        raise ValueError(
+            f"the exported model's logits differ from the checkpoint's by {diff:.3g} (shapes {tuple(ours.shape)} "
+            f"and {tuple(theirs.shape)}; tolerance {PARITY_ATOL}); nothing was written."
+        )
 
 
 def check_exportable(config: Config, fmt: str) -> None:
@@ -211,13 +257,16 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "quadgpt", overwr
     if existing_output(out, is_export, "quadgpt export", what="OUT") and not overwrite:
         raise UnsafeOutput(f"'{out}' holds an earlier export; pass --overwrite to replace it, or choose a new folder.")
     model, config, meta = load_model(folder)
+    generation_config(config)  # refuses sampling defaults that cannot be used, before any writing
+    vocab = model.token_vocab_size  # ids the tokenizer has: the padding rows are not exported
     write_weights = write_quadgpt_files if fmt == "quadgpt" else write_gpt2_files
 
     def write(tmp: Path) -> None:
-        write_weights(tmp, model, config)
+        write_weights(tmp, model, config, vocab)
         write_gpt2_tokenizer(tmp, config.model.block_size)
         generation_config(config).save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(model, config, meta, fmt))
+        check_export_parity(tmp, model, vocab, fmt)
 
     return write_folder(out, write)
 

@@ -19,6 +19,7 @@ from ..config import Config
 from ..model import GPT
 from ..safety import UnsafeOutput, check_output_path, existing_output
 from .convert import from_gpt2_state, model_config_from_gpt2
+from .export import PARITY_ATOL
 
 
 def load_gpt2(source: str):
@@ -38,6 +39,20 @@ def load_gpt2(source: str):
     return GPT2LMHeadModel.from_pretrained(source, dtype=torch.float32).eval()
 
 
+def check_import_parity(hf_model, model: GPT) -> None:
+    """ValueError when ``model`` (the conversion) and ``hf_model`` (its source) disagree on the
+    logits of a few tokens by more than ``PARITY_ATOL``: the conversion lost something."""
+    idx = torch.randint(0, model.config.vocab_size, (2, min(16, model.config.block_size)), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model(idx)[0], hf_model(idx).logits
+    diff = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else float("inf")
+    if not diff <= PARITY_ATOL:
+        raise ValueError(
+            f"the converted model's logits differ from the source's by {diff:.3g} (tolerance {PARITY_ATOL}): "
+            "the source uses something the conversion does not carry; nothing was written."
+        )
+
+
 def import_gpt2(source: str, out: str | Path, force: bool = False) -> Path:
     """Convert the GPT-2 model ``source`` into a quadgpt checkpoint folder ``out``; returns ``out``.
 
@@ -52,6 +67,7 @@ def import_gpt2(source: str, out: str | Path, force: bool = False) -> Path:
     model_config = model_config_from_gpt2(hf_model.config)
     model = GPT(model_config)
     model.load_state_dict(from_gpt2_state(hf_model.state_dict(), model_config), strict=True)
+    check_import_parity(hf_model, model.eval())
     meta = {"dataset": f"GPT-2 pretraining data (imported from {source})", "imported_from": source}
     return save_model_checkpoint(out, model, Config(model=model_config), meta)
 

@@ -18,9 +18,10 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_quadgpt import QuadGPTConfig
+from .ffn_functional import kan_layer_reference, mlp_activation, quadratic_hidden_reference
 
 # --------------------------------------------------------------------------------------
-# Feed-forward blocks (the references of quadgpt/ffn/*.py)
+# Feed-forward blocks: the math is quadgpt's own ffn/functional.py, copied beside this file
 # --------------------------------------------------------------------------------------
 
 
@@ -34,12 +35,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(config.ffn_hidden, config.n_embd, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.c_fc(x)
-        if self.activation == "relu":
-            h = F.relu(h)
-        else:
-            h = F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
-        return self.c_proj(h)
+        return self.c_proj(mlp_activation(self.c_fc(x), self.activation))
 
 
 class SwiGLU(nn.Module):
@@ -68,30 +64,7 @@ class QuadraticFFN(nn.Module):
         self.c_proj = nn.Linear(h, d, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rank, hidden, d = self.u.shape
-        x2 = x.reshape(-1, d)
-        xu = (x2 @ self.u.reshape(rank * hidden, d).t()).view(-1, rank, hidden)
-        xv = (x2 @ self.v.reshape(rank * hidden, d).t()).view(-1, rank, hidden)
-        h = (xu * xv).sum(dim=1)
-        if self.w is not None:
-            h = h + x2 @ self.w.t()
-        if self.b is not None:
-            h = h + self.b
-        return self.c_proj(h.view(*x.shape[:-1], hidden))
-
-
-def b_spline_bases(u: torch.Tensor, grid_size: int, spline_order: int) -> torch.Tensor:
-    """Cox-de Boor B-spline bases of ``u`` in [-1, 1] on a uniform grid of ``grid_size``
-    intervals extended by ``spline_order`` knots each side: ``[..., grid_size + spline_order]``."""
-    step = 2.0 / grid_size
-    knots = -1.0 + step * torch.arange(-spline_order, grid_size + spline_order + 1, device=u.device, dtype=u.dtype)
-    u = u.unsqueeze(-1)
-    bases = ((u >= knots[:-1]) & (u < knots[1:])).to(u.dtype)
-    for p in range(1, spline_order + 1):
-        left = (u - knots[: -(p + 1)]) / (knots[p:-1] - knots[: -(p + 1)])
-        right = (knots[p + 1 :] - u) / (knots[p + 1 :] - knots[1:-p])
-        bases = left * bases[..., :-1] + right * bases[..., 1:]
-    return bases
+        return self.c_proj(quadratic_hidden_reference(x, self.u, self.v, self.w, self.b))
 
 
 class KANLayer(nn.Module):
@@ -105,13 +78,7 @@ class KANLayer(nn.Module):
         self.base_weight = nn.Parameter(torch.empty(out_features, in_features)) if config.kan_base == "silu" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out_features, in_features, n_bases = self.spline_weight.shape
-        x2 = x.reshape(-1, in_features)
-        bases = b_spline_bases(torch.tanh(x2), self.grid_size, self.spline_order)
-        y = bases.reshape(x2.shape[0], in_features * n_bases) @ self.spline_weight.reshape(out_features, -1).t()
-        if self.base_weight is not None:
-            y = y + F.silu(x2) @ self.base_weight.t()
-        return y.view(*x.shape[:-1], out_features)
+        return kan_layer_reference(x, self.spline_weight, self.base_weight, self.grid_size, self.spline_order)
 
 
 class KANFFN(nn.Module):
@@ -125,6 +92,45 @@ class KANFFN(nn.Module):
 
 
 FFN_CLASSES = {"mlp": MLP, "swiglu": SwiGLU, "quadratic": QuadraticFFN, "kan": KANFFN}
+
+# --------------------------------------------------------------------------------------
+# Following transformers' API across versions
+# --------------------------------------------------------------------------------------
+
+# transformers 5.24 renamed the KV cache from ``past_key_values`` to ``cache``, in the model's
+# inputs and in its outputs alike; generate() reads the cache back from whichever field exists.
+OUTPUT_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+# Arguments generate() or pipelines may pass that change nothing here when given as they are:
+# a true ``return_dict`` (the output is always a dataclass), false ``output_*`` flags.
+_HARMLESS = {"return_dict": (True, None), "output_attentions": (False, None), "output_hidden_states": (False, None)}
+
+
+def one_cache(cache: DynamicCache | None, past_key_values: DynamicCache | None) -> DynamicCache | None:
+    """The KV cache, under either name; ValueError when two different caches are given."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Got both cache and past_key_values (two different caches); pass one.")
+    return cache if cache is not None else past_key_values
+
+
+def reject_unsupported(kwargs: dict) -> None:
+    """TypeError naming every keyword argument this model would otherwise ignore.
+
+    A newer transformers may pass a new argument to ``forward`` (5.24 did, with ``cache``).
+    Dropping it silently can make every generated token wrong while full-sequence logits stay
+    right, so anything not known to be harmless fails loudly instead.
+    """
+    unsupported = sorted(
+        name
+        for name, value in kwargs.items()
+        if value is not None and not any(value is ok for ok in _HARMLESS.get(name, ()))
+    )
+    if unsupported:
+        raise TypeError(
+            f"QuadGPT's forward() does not support {', '.join(unsupported)}; this export was tested with "
+            "the transformers versions quadgpt's pyproject.toml admits."
+        )
+
 
 # --------------------------------------------------------------------------------------
 # Transformer
@@ -224,20 +230,34 @@ class QuadGPTModel(QuadGPTPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: DynamicCache | None = None,
+        cache: DynamicCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: DynamicCache | None = None,
+        cache_position: torch.LongTensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, DynamicCache | None]:
-        """Final hidden states ``[B, T, n_embd]`` and the (grown) cache."""
+        """Final hidden states ``[B, T, n_embd]`` and the (grown) cache.
+
+        The KV cache arrives as ``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier
+        versions); ``cache_position``, when given, must be the positions the cache implies.
+        Raises TypeError for any other argument that asks for something this model does not do.
+        """
+        reject_unsupported(kwargs)
+        cache = one_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Give exactly one of input_ids and inputs_embeds.")
         x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds
         batch, seq = x.shape[:2]
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None:
+            cache = DynamicCache()
+        past = cache.get_seq_length() if cache is not None else 0
+        if cache_position is not None and cache_position.numel() and int(cache_position.reshape(-1)[0]) != past:
+            raise ValueError(
+                f"cache_position starts at {int(cache_position.reshape(-1)[0])} but the cache holds {past} "
+                "positions: the cache and the positions disagree."
+            )
         if past + seq > self.config.block_size:
             raise ValueError(
                 f"{past + seq} tokens exceed this model's context of {self.config.block_size} "
@@ -254,7 +274,7 @@ class QuadGPTModel(QuadGPTPreTrainedModel):
             else:
                 position_ids = torch.arange(past, past + seq, device=x.device)[None, :]
         x = x + self.wpe(position_ids)
-        cache = past_key_values if use_cache else None
+        cache = cache if use_cache else None
         for block in self.blocks:
             x = block(x, mask, cache)
         return self.ln_f(x), cache
@@ -286,22 +306,28 @@ class QuadGPTForCausalLM(QuadGPTPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: DynamicCache | None = None,
+        cache: DynamicCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        past_key_values: DynamicCache | None = None,
+        cache_position: torch.LongTensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Logits (of the last ``logits_to_keep`` positions; 0 = all); with ``labels`` (-100 =
-        ignore) also the mean next-token cross-entropy, labels shifted inside as in GPT-2."""
+        ignore) also the mean next-token cross-entropy, labels shifted inside as in GPT-2.
+        Arguments as in ``QuadGPTModel.forward``."""
         hidden, cache = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            past_key_values=past_key_values,
+            cache_position=cache_position,
+            **kwargs,
         )
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
@@ -310,7 +336,7 @@ class QuadGPTForCausalLM(QuadGPTPreTrainedModel, GenerationMixin):
         if labels is not None:
             shifted = logits[:, :-1].float().reshape(-1, logits.size(-1))
             loss = F.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{OUTPUT_CACHE_FIELD: cache})
 
 
 __all__ = ["QuadGPTConfig", "QuadGPTModel", "QuadGPTForCausalLM", "QuadGPTPreTrainedModel"]
