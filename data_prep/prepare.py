@@ -31,12 +31,15 @@ if __package__ in (None, ""):  # run as `python data_prep/prepare.py`: make the 
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.shards import ShardWriter, VocabTooLarge, encode_batch, shard_dtype
-from data_prep.sources import BUILTIN_DOMAINS, Corpus, SourceError, local_files, open_builtin, open_hf, open_local
-from data_prep.split import SplitError, non_empty, val_score, val_threshold
+from data_prep.shards import ShardWriter, VocabTooLarge, encode_batch, move_tail, shard_dtype
+from data_prep.sources import (
+    BUILDERS, BUILTIN_DOMAINS, Corpus, SourceError, local_files, open_builtin, open_hf, open_local, source_inputs,
+)
+from data_prep.split import DROP_REASONS, SplitError, non_empty, val_score, val_threshold
 from quadgpt import __version__
 from quadgpt.atomic import commit_tmp_folder, prepare_tmp_folder
-from quadgpt.data import FORMAT_NAME, FORMAT_VERSION, META_FILE, DataError, load_meta
+from quadgpt.data import FORMAT_NAME, FORMAT_VERSION, META_FILE, DataError, is_prepared_dataset
+from quadgpt.safety import UnsafeOutput, check_output_path, existing_output
 from quadgpt.tokenizer import EOT_TOKEN, TokenizerUnavailable, get_tokenizer
 
 SPLITS = ("train", "val")
@@ -44,6 +47,12 @@ BATCH_CHARS = 1 << 18  # text per worker task: big enough to amortise pickling, 
 DEFAULT_VAL_FRACTION = 0.005  # of documents, as nanoGPT: plenty for corpora of millions of documents
 # The built-in corpus has ~1,400 documents: 0.5% of them would be ~7, by chance none of them prose.
 BUILTIN_VAL_FRACTION = 0.05
+# A corpus too small to split by document (one document, or a stream whose val came out empty)
+# is split by position instead: the tail share of its tokens, nanoGPT's shakespeare_char 90/10.
+POSITION_VAL_FRACTION = 0.1
+# Settings that older versions did not record, and the value that reproduces what they did:
+# an old dataset is reused when the new settings leave these at that value.
+UNRECORDED_SETTINGS = {"position_val_fraction": POSITION_VAL_FRACTION, "csv_cells": None}
 
 
 class PrepareError(ValueError):
@@ -56,21 +65,40 @@ def _fingerprint(corpus: Corpus, options: dict[str, Any]) -> str:
 
 
 def _existing_meta(out: Path) -> dict[str, Any] | None:
-    """The meta of a dataset already at ``out``; None if ``out`` is absent or empty; refuses other content."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+    """The meta.json of a dataset quadgpt prepared at ``out``; None if ``out`` is absent or empty.
+    Refuses a file or a folder holding anything else (``UnsafeOutput``)."""
+    if not existing_output(out, is_prepared_dataset, "quadgpt prepare"):
         return None
-    try:
-        return load_meta(out)
-    except DataError:
-        raise PrepareError(
-            f"'{out}' exists and holds something other than a prepared dataset. Choose another --out, "
-            "or pass --force to replace it."
-        ) from None
+    return json.loads((out / META_FILE).read_text())
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def settings_differences(meta: dict[str, Any], opts: dict[str, Any]) -> list[str]:
+    """``"--seed 1 -> 2"`` for each option of ``opts`` that the dataset ``meta`` was prepared
+    without (options it did not record count as ``UNRECORDED_SETTINGS``)."""
+    if meta.get("format_version") != FORMAT_VERSION:
+        return [f"format version {_show(meta.get('format_version'))} -> {FORMAT_VERSION}"]
+    old = UNRECORDED_SETTINGS | meta.get("options", {})
+    return [
+        f"{'--' + key.replace('_', '-') if key not in UNRECORDED_SETTINGS else key} {_show(old.get(key))} -> {_show(value)}"
+        for key, value in opts.items()
+        if old.get(key) != value
+    ]
+
+
+def _refuse_reuse(out: Path, differences: list[str]) -> PrepareError:
+    return PrepareError(
+        f"'{out}' holds data prepared with other settings: {', '.join(differences)}. Choose another --out, "
+        "or pass --force to replace it (it is quadgpt's own prepared data)."
+    )
 
 
 def _tasks(corpus: Corpus, threshold: float, opts: dict[str, Any], counts: dict[str, int]) -> Iterator[tuple]:
     """Batches of documents of one split each, ~BATCH_CHARS of text per batch, for ``encode_batch``;
-    ``counts`` tallies the documents read and those dropped as empty."""
+    ``counts`` tallies the documents read and those dropped, by reason (see ``non_empty``)."""
     buffers: dict[str, tuple[list[int], list[str]]] = {split: ([], []) for split in SPLITS}
     sizes = dict.fromkeys(SPLITS, 0)
     for domain, text in non_empty(corpus.documents, counts):
@@ -147,21 +175,24 @@ def prepare(
     """Tokenise ``source`` into shards at ``out_dir`` and return the ``meta.json`` written (or found).
 
     ``val_fraction=None`` (with no ``val_count``) takes 5% of the documents of a built-in corpus,
-    0.5% of any other.
+    0.5% of any other; a corpus too small to split by document gets the last ``val_fraction``
+    (default 10%) of its tokens as val. Raises ``PrepareError``/``UnsafeOutput`` for an output
+    that would overwrite an input or something prepare did not write, or data prepared with
+    other settings (unless ``force``), ``SourceError``/``SplitError`` for a source that cannot be
+    read or split as asked; nothing is created before these checks.
     """
+    position_val_fraction = val_fraction if val_fraction is not None else POSITION_VAL_FRACTION
     if val_fraction is None and val_count is None:
         val_fraction = BUILTIN_VAL_FRACTION if source.startswith("builtin:") else DEFAULT_VAL_FRACTION
     num_proc = num_proc or os.cpu_count() or 1
     _check_options(val_fraction, val_count, shard_tokens, num_proc)
     out = Path(out_dir)
     shard_dtype(get_tokenizer(tokenizer).n_vocab)  # a vocabulary too large for the shards fails before any work
-    if out.exists() and not out.is_dir():
-        raise PrepareError(f"--out '{out}' is a file, not a folder; choose another --out.")
-    existing = None if force else _existing_meta(out)
-    if not source.startswith(("builtin:", "hf:")):
-        local_files(source)  # a missing path fails here, before anything is created
-    elif source.startswith("builtin:") and source not in BUILTIN_DOMAINS:
+    if source.startswith("builtin:") and source not in BUILTIN_DOMAINS:
         raise SourceError(f"Unknown built-in corpus '{source}'. Known: {', '.join(BUILTIN_DOMAINS)}.")
+    files = None if source.startswith(("builtin:", "hf:")) else local_files(source)  # a missing path fails here
+    check_output_path(out, source_inputs(source, files), suffix="prepared")
+    existing = _existing_meta(out)
     opts = {  # everything that changes the output; their hash with the content's decides "no-op"
         "tokenizer": tokenizer,
         "val_fraction": None if val_count is not None else val_fraction,
@@ -173,7 +204,13 @@ def prepare(
         "split": split,
         "streaming": streaming,
         "line_docs": line_docs,
+        "position_val_fraction": position_val_fraction,
+        # CSV cells such as NA or null are text (pandas would read them as missing): a setting, so
+        # that CSV data prepared before this rule is not silently reused
+        "csv_cells": "text" if files and BUILDERS[files[0].suffix.lower()] == "csv" else None,
     }
+    if existing is not None and not force and (differences := settings_differences(existing, opts)):
+        raise _refuse_reuse(out, differences)  # before reading the corpus
     missing_parents = [p for p in reversed(out.absolute().parents) if not p.exists()]
     tmp = prepare_tmp_folder(out)
     start = time.perf_counter()
@@ -181,18 +218,16 @@ def prepare(
         with process_pool(num_proc) as pool:
             corpus = _open_corpus(source, tmp / ".scratch", pool, opts, progress)
             fingerprint = _fingerprint(corpus, opts)
-            if existing is not None:
-                if existing.get("fingerprint") == fingerprint:
+            if existing is not None and not force:
+                if existing.get("source", {}).get("content_hash") == corpus.content_hash:
                     shutil.rmtree(tmp)
                     print(
                         f"'{out}' already holds {source} prepared with these options: "
                         "nothing to do (--force redoes it)."
                     )
                     return existing
-                raise PrepareError(
-                    f"'{out}' holds a dataset prepared from {existing.get('source', {}).get('spec', 'another source')} "
-                    "with different content or options. Choose another --out, or pass --force to replace it."
-                )
+                old_spec = existing.get("source", {}).get("spec")
+                raise _refuse_reuse(out, [f"source {old_spec} -> {source} (other content)"])
             meta = write_shards(corpus, tmp, opts, pool=pool, num_proc=num_proc, progress=progress)
         shutil.rmtree(tmp / ".scratch", ignore_errors=True)
         meta.update(
@@ -245,9 +280,9 @@ def write_shards(
     n_domains = len(corpus.domains)
     tokens = {split: np.zeros(n_domains, dtype=np.int64) for split in SPLITS}
     docs = {split: np.zeros(n_domains, dtype=np.int64) for split in SPLITS}
-    counts = {"read": 0, "empty": 0}
+    counts = dict.fromkeys(("read", *DROP_REASONS), 0)
     threshold = val_threshold(corpus, opts["val_fraction"] or 0.0, opts["val_count"], opts["seed"])
-    tasks = _tasks(corpus, threshold, opts, counts)
+    tasks = _tasks(corpus, -1.0 if threshold is None else threshold, opts, counts)  # -1: every document trains
     bar = tqdm(total=corpus.num_documents, unit="doc", desc="tokenising", disable=not progress, file=sys.stderr)
     started = time.perf_counter()
     try:
@@ -262,17 +297,15 @@ def write_shards(
         bar.close()
         for writer in writers.values():
             writer.close()
-    kept = counts["read"] - counts["empty"]
+    dropped = {reason: counts[reason] for reason in DROP_REASONS}
+    kept = counts["read"] - sum(dropped.values())
     if kept == 0:
-        raise SourceError(
-            f"The corpus is empty: {counts['read']} document(s) read, all empty after dropping blank text."
-        )
-    for split in SPLITS:
-        if writers[split].tokens == 0:
-            raise PrepareError(
-                f"The {split} split is empty ({kept} non-empty documents in all). "
-                + ("Raise --val-fraction or use --val-count." if split == "val" else "Lower --val-fraction.")
-            )
+        raise SourceError(f"The corpus is empty: {counts['read']} document(s) read, none with text ({_dropped_text(dropped)}).")
+    split_by = {"by": "document"}
+    if writers["val"].tokens == 0 and opts["val_count"] is None:  # too few documents: split by position
+        split_by = _split_by_position(writers, tokens, opts["position_val_fraction"], kept)
+    if writers["train"].tokens == 0:
+        raise PrepareError(f"The train split is empty ({kept} non-empty documents in all). Lower --val-fraction.")
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -280,6 +313,7 @@ def write_shards(
         "vocab_size": get_tokenizer(opts["tokenizer"]).n_vocab,
         "eot_token": EOT_TOKEN,
         "dtype": dtype.name,
+        "val_split": split_by,
         "splits": {
             split: {
                 "tokens": writers[split].tokens,
@@ -292,13 +326,44 @@ def write_shards(
             name: {split: {"tokens": int(tokens[split][i]), "documents": int(docs[split][i])} for split in SPLITS}
             for i, name in enumerate(corpus.domains)
         },
-        "documents_dropped_empty": counts["empty"],
+        "documents_read": counts["read"],
+        "documents_dropped": dropped,
     }
+
+
+def _split_by_position(
+    writers: dict[str, ShardWriter], tokens: dict[str, np.ndarray], share: float, kept: int
+) -> dict[str, Any]:
+    """Move the last ``share`` of the train stream's tokens into val (nanoGPT's character-level
+    split) and return how meta.json describes it. Only for a corpus whose documents all went to
+    train; the moved tokens are counted in the one domain that holds train tokens."""
+    total = writers["train"].tokens
+    n_val = max(1, round(total * share))
+    if total - n_val < 1:
+        raise SourceError(f"The corpus holds {total} token(s): too few for a train and a val split.")
+    domains = np.flatnonzero(tokens["train"])
+    if len(domains) != 1:  # a position split of several domains would mix them in val
+        raise SplitError(f"The corpus has {kept} document(s) in several domains: too few to split by document.")
+    move_tail(writers["train"], writers["val"], n_val)
+    tokens["train"][domains[0]] -= n_val
+    tokens["val"][domains[0]] += n_val
+    reason = f"{kept} non-empty document(s): too few to split by document"
+    return {"by": "position", "val_fraction": share, "reason": reason}
+
+
+def _dropped_text(dropped: dict[str, int]) -> str:
+    parts = [f"{n:,} {reason}" for reason, n in dropped.items() if n]
+    return "dropped " + ", ".join(parts) if parts else "none dropped"
 
 
 def _print_summary(meta: dict[str, Any], out: Path, seconds: float) -> None:
     total = sum(s["tokens"] for s in meta["splits"].values())
     print(f"prepared {meta['source']['spec']} -> {out}  ({total:,} tokens in {seconds:.1f} s)")
+    print(f"  documents read: {meta['documents_read']:,}, {_dropped_text(meta['documents_dropped'])}")
+    split_by = meta["val_split"]
+    if split_by["by"] == "position":
+        print(f"  val split BY POSITION: the last {split_by['val_fraction']:.1%} of the tokens "
+              f"({split_by['reason']}); --val-fraction sets the share")
     print(f"  {'split':<6} {'domain':<8} {'documents':>10} {'tokens':>13}")
     for split in SPLITS:
         for domain, per_split in meta["domains"].items():
@@ -328,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--streaming", action="store_true", help="hf: tokenise while streaming (no full download)")
     parser.add_argument("--line-docs", action="store_true", help=".txt: one document per line, not per file")
     parser.add_argument("--tokenizer", default="gpt2", help="tiktoken encoding (ids must fit uint16)")
-    parser.add_argument("--force", action="store_true", help="redo, replacing what is at --out")
+    parser.add_argument("--force", action="store_true", help="redo, replacing data quadgpt prepared at --out (nothing else)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -342,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             split=args.split, streaming=args.streaming, line_docs=args.line_docs, force=args.force,
             tokenizer=args.tokenizer, progress=not args.no_progress,
         )
-    except (PrepareError, SourceError, SplitError, VocabTooLarge, DataError, TokenizerUnavailable) as err:
+    except (PrepareError, SourceError, SplitError, VocabTooLarge, DataError, TokenizerUnavailable, UnsafeOutput) as err:
         print(f"quadgpt prepare: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,26 @@ class ShardWriter:
     @property
     def tokens(self) -> int:
         return sum(int(s["tokens"]) for s in self.shards)
+
+
+def move_tail(train: ShardWriter, val: ShardWriter, n: int) -> None:
+    """Move the last ``n`` tokens of ``train``'s closed shards to the end of ``val`` (in order),
+    truncating or removing train's shard files; both writers' shard lists stay exact."""
+    if not 0 < n < train.tokens:
+        raise ValueError(f"n must be in (0, {train.tokens}); got {n}.")
+    pieces, left = [], n
+    while left:
+        last = train.shards[-1]
+        path = train.folder / str(last["file"])
+        take = min(left, int(last["tokens"]))
+        keep = int(last["tokens"]) - take
+        pieces.append(np.fromfile(path, dtype=train.dtype, offset=keep * train.dtype.itemsize))
+        if keep:
+            os.truncate(path, keep * train.dtype.itemsize)
+            last["tokens"] = keep
+        else:  # a shard file prepare itself wrote into its own temporary folder
+            path.unlink()
+            train.shards.pop()
+        left -= take
+    val.write(np.concatenate(pieces[::-1]))
+    val.close()

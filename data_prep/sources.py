@@ -13,6 +13,7 @@ import glob
 import hashlib
 import inspect
 import json
+import os
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -140,15 +141,24 @@ def open_builtin(spec: str, map_fn: Callable = map, progress: bool = False) -> C
 # --------------------------------------------------------------------------------------
 
 
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder``, recursively, following symlinked folders (``Path.rglob`` does
+    not), hidden names left out (``.tmp-*`` leftovers, ``.git``)."""
+    pattern = os.path.join(glob.escape(str(folder)), "**", "*")
+    return [Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
+
+
 def local_files(spec: str) -> list[Path]:
-    """The supported files named by ``spec`` (a file, a folder searched recursively, or a glob)."""
+    """The supported files named by ``spec``: a file, a folder searched recursively, or a glob (whose
+    matching folders are searched too). Raises ``SourceError`` naming what is wrong."""
     path = Path(spec).expanduser()
     if path.is_file():
         found = [path]
     elif path.is_dir():
-        found = [p for p in path.rglob("*") if p.is_file()]
+        found = _files_under(path)
     elif glob.has_magic(spec):
-        found = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
+        matches = [Path(p) for p in glob.glob(str(path), recursive=True)]
+        found = [p for m in matches for p in (_files_under(m) if m.is_dir() else [m])]
         if not found:
             raise SourceError(f"The pattern '{spec}' matches no files.")
     else:
@@ -166,6 +176,22 @@ def local_files(spec: str) -> list[Path]:
             f"or pass a glob such as '{spec}/**/*.txt'."
         )
     return files
+
+
+def source_inputs(spec: str, files: list[Path] | None) -> list[Path]:
+    """The paths a source reads, for ``quadgpt.safety.check_output_path``: a local source's folder
+    (a glob's folder before its first wildcard) and each of its ``files``; a local ``hf:`` folder;
+    the stdlib folder of a built-in corpus."""
+    if spec.startswith("builtin:"):
+        return [Path(sysconfig.get_paths()["stdlib"])]
+    if spec.startswith("hf:"):
+        return [Path(spec[3:]).expanduser()] if Path(spec[3:]).expanduser().exists() else []
+    path = Path(spec).expanduser()
+    if not path.exists():  # a glob: the folder part before the first wildcard
+        parts = path.parts
+        fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+        path = Path(*parts[:fixed]) if fixed else Path(".")
+    return [path, *(files or [])]
 
 
 def _utf8_files(files: list[Path], scratch: Path) -> tuple[list[Path], int, str]:
@@ -208,16 +234,33 @@ class TextColumn:
 
 
 def open_local(spec: str, scratch: Path, *, text_field: str = "text", line_docs: bool = False) -> Corpus:
-    """Local files through ``datasets``; ``.txt`` gives one document per file unless ``line_docs``."""
+    """Local files through ``datasets``; ``.txt`` gives one document per file unless ``line_docs``.
+    Raises ``SourceError`` for files their parser rejects."""
     from datasets import load_dataset
+    from datasets.utils import logging as datasets_logging
 
     files = local_files(spec)
     builder = BUILDERS[files[0].suffix.lower()]
     loadable, repaired, content_hash = _utf8_files(files, scratch / "utf8")
-    kwargs: dict[str, Any] = {"sample_by": "line" if line_docs else "document"} if builder == "text" else {}
-    dataset = load_dataset(
-        builder, data_files=[str(p) for p in loadable], split="train", cache_dir=str(scratch / "hf_cache"), **kwargs
-    )
+    kwargs: dict[str, Any] = {}
+    if builder == "text":
+        kwargs = {"sample_by": "line" if line_docs else "document"}
+    elif builder == "csv":  # pandas reads NA, null, None, nan, N/A... as missing: here they are text
+        kwargs = {"keep_default_na": False, "converters": {text_field: str}}
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its parser errors come back as one SourceError
+    try:
+        dataset = load_dataset(
+            builder, data_files=[str(p) for p in loadable], split="train", cache_dir=str(scratch / "hf_cache"), **kwargs
+        )
+    except Exception as err:  # noqa: BLE001 - datasets wraps parser errors (pyarrow, pandas) in its own types
+        cause = err
+        while cause.__cause__ is not None:  # the parser's own message says which line is bad
+            cause = cause.__cause__
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        raise SourceError(f"Cannot read '{spec}' as {builder} files: {type(cause).__name__}: {first_line}") from err
+    finally:
+        datasets_logging.set_verbosity(verbosity)
     if builder == "text":
         text_field = "text"
     documents = TextColumn(dataset, text_field, f"'{spec}'")

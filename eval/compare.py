@@ -35,12 +35,14 @@ from eval.forgetting import (
     ProbeSettings,
     prepared_task,
     run_probe,
+    task_inputs,
 )
 from eval.perplexity import evaluate_windows, load_scorer
 from eval.report import markdown_table, summarize, write_report
 from quadgpt.atomic import write_json_atomic
 from quadgpt.config import Config, ConfigError, load_config, split_config_args
 from quadgpt.data import validation_windows
+from quadgpt.safety import check_output_path
 
 # name -> config overrides. Any FFN kind of the registry also works by its own name.
 BUILTIN_VARIANTS: dict[str, list[str]] = {
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                               "the variant, or pass --allow-mismatch to compare anyway.")
         if args.freeze_base and not any(c.model.ffn.kind == "kan" for c in configs.values()):
             raise ConfigError("--freeze-base needs a KAN variant.")
+        task_paths = task_inputs([args.task_a, args.task_b], Path(args.data_root))
+        check_output_path(args.out, task_paths, suffix="compare")
+        check_output_path(args.runs, task_paths, what="--runs", suffix="runs")
         tasks = [prepared_task(args.task_a, Path(args.data_root)), prepared_task(args.task_b, Path(args.data_root))]
     except (ConfigError, ValueError) as err:
         print(f"quadgpt compare: error: {err}", file=sys.stderr)

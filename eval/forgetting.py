@@ -32,6 +32,7 @@ from typing import Any
 from quadgpt import metrics
 from quadgpt.atomic import write_json_atomic
 from quadgpt.config import Config, ConfigError, load_config, split_config_args
+from quadgpt.safety import check_output_path
 
 # Budget of the CPU default (``quadgpt compare``: 4 kinds x 3 seeds on configs/tiny.toml), sized for
 # the hard limit of 60 minutes on a 2-core CPU even when the machine is shared. Measured (see
@@ -134,14 +135,29 @@ def _phase_checkpoint(settings: ProbeSettings, index: int, run_dir: Path) -> Pat
     return run_dir / f"phase{index}-{names[index]}" / "last"
 
 
+def task_folder(source: str, data_root: Path) -> Path:
+    """Where task ``source``'s prepared data is: the folder itself if it is prepared, otherwise
+    ``data_root/<name>`` (see ``prepared_task``)."""
+    if (Path(source) / "meta.json").is_file():
+        return Path(source)
+    return data_root / source.removeprefix("builtin:").replace("/", "_").replace(":", "_")
+
+
+def task_inputs(sources: list[str], data_root: Path) -> list[Path]:
+    """Every path the tasks read (local sources and their prepared folders): what a probe's or a
+    comparison's output folders must keep clear of (``quadgpt.safety.check_output_path``)."""
+    local = [Path(s) for s in sources if not s.startswith(("builtin:", "hf:"))]
+    return local + [task_folder(s, data_root) for s in sources]
+
+
 def prepared_task(source: str, data_root: Path) -> str:
     """A prepared dataset folder for ``source``: the folder itself if it is one, otherwise the
     corpus prepared (once) into ``data_root/<name>``."""
     from data_prep.prepare import prepare
 
-    if (Path(source) / "meta.json").is_file():
+    out = task_folder(source, data_root)
+    if out == Path(source):
         return source
-    out = data_root / source.removeprefix("builtin:").replace("/", "_").replace(":", "_")
     prepare(source, out, val_fraction=VAL_FRACTION, progress=False)
     return str(out)
 
@@ -291,6 +307,7 @@ def main(argv: list[str]) -> int:
             replay_fraction=args.replay,
             freeze_base=args.freeze_base,
         )
+        check_output_path(args.out, [*task_inputs(sources, Path(args.data_root)), args.init_from], suffix="forgetting")
         settings.tasks = [prepared_task(t, Path(args.data_root)) for t in sources]
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except (ConfigError, ValueError) as err:

@@ -205,6 +205,10 @@ def main(argv: list[str]) -> int:
     from quadgpt.data import DataError, TokenDataset, validation_windows
 
     try:
+        if args.json_out:  # checked before the (slow) evaluation: never written over an input
+            from quadgpt.safety import check_output_path
+
+            check_output_path(args.json_out, [args.model, args.data, args.text], what="--json", suffix="ppl")
         scorer = load_scorer(args.model, args.device)
         stride = args.stride or scorer.block_size
         if args.data and args.windows:

@@ -36,14 +36,27 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+PNG_SOFTWARE = "quadgpt"  # the PNG "Software" text that marks a figure as quadgpt's own
+
+
+def is_quadgpt_png(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that ``save_figure_atomic`` wrote (its text chunks precede the image)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and b"Software\x00" + PNG_SOFTWARE.encode() in head
+
+
 def save_figure_atomic(fig, path: str | Path, **savefig_kwargs: Any) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+    """Save a matplotlib figure as PNG atomically, marked as quadgpt's (``is_quadgpt_png``), and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_sibling(path)
-    fig.savefig(tmp, format="png", **savefig_kwargs)
+    fig.savefig(tmp, format="png", metadata={"Software": PNG_SOFTWARE}, **savefig_kwargs)
     plt.close(fig)
     os.replace(tmp, path)
     return path

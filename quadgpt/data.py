@@ -37,9 +37,30 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}_{index:06d}.bin"
 
 
+def is_prepared_dataset(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a ``meta.json`` that ``quadgpt prepare`` wrote (any format version):
+    the mark that lets ``prepare --force`` replace it."""
+    try:
+        meta = json.loads((Path(folder) / META_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
+
+
+def _prepare_hint(raw: Path) -> str:
+    """How to prepare the raw text at ``raw``: into a new folder beside it, never into itself."""
+    from .safety import free_sibling
+
+    out = free_sibling(raw, "prepared")
+    return f"`quadgpt prepare {raw} --out {out}`, then train with --data.dataset={out}"
+
+
 def load_meta(data_dir: str | Path) -> dict[str, Any]:
-    """The ``meta.json`` of a prepared dataset, checked to be one this version can read."""
+    """The ``meta.json`` of a prepared dataset, checked to be one this version can read.
+    Raises ``DataError`` saying how to make one (naming an output folder that would work)."""
     data_dir = Path(data_dir)
+    if data_dir.is_file():
+        raise DataError(f"'{data_dir}' is a file, not a prepared dataset folder. Prepare it: {_prepare_hint(data_dir)}.")
     if not data_dir.is_dir():
         raise DataError(
             f"Dataset folder '{data_dir}' does not exist. Prepare one first, e.g. "
@@ -49,7 +70,7 @@ def load_meta(data_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(
             f"'{data_dir}' is not a prepared dataset: it has no {META_FILE}. Point at a folder written "
-            f"by `quadgpt prepare`, or prepare one with `quadgpt prepare SOURCE --out {data_dir}`."
+            f"by `quadgpt prepare`; if it holds raw text, prepare it: {_prepare_hint(data_dir)}."
         )
     try:
         meta = json.loads(path.read_text())

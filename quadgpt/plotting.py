@@ -10,13 +10,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from .atomic import save_figure_atomic
-from .logging_utils import read_metrics
+from .atomic import is_quadgpt_png, save_figure_atomic
+from .logging_utils import METRICS_FILE, read_metrics
+from .safety import UnsafeOutput, check_output_path, free_sibling
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens", title: str | None = None,
               val_key: str = "val_loss") -> Path:
-    """Draw every run's training loss (thin line) and ``val_key`` (markers) into the PNG ``out``."""
+    """Draw every run's training loss (thin line) and ``val_key`` (markers) into the PNG ``out``.
+
+    Raises ``UnsafeOutput`` (before reading anything) when ``out`` does not end in .png, is or
+    holds a run's metrics file, or is an existing file that is not a quadgpt plot."""
+    check_plot_out(run_dirs, out)
     import matplotlib
 
     matplotlib.use("Agg")  # files only: works without a display
@@ -42,6 +47,17 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens", ti
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure_atomic(fig, out, dpi=120, bbox_inches="tight")
+
+
+def check_plot_out(run_dirs: list[str | Path], out: str | Path) -> None:
+    """The rules of ``plot_runs``' output: a .png that overwrites neither an input nor a file it did not write."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise UnsafeOutput(f"--out '{out}' must end in .png: plot writes PNG images.")
+    check_output_path(out, [Path(run) / METRICS_FILE for run in run_dirs], suffix="plot")
+    if out.exists() and not is_quadgpt_png(out):
+        raise UnsafeOutput(f"--out '{out}' exists and is not a plot quadgpt wrote; choose another, e.g. "
+                           f"{free_sibling(out, 'plot').with_suffix('.png')}")
 
 
 def main(argv: list[str] | None = None) -> int:

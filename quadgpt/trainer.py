@@ -52,6 +52,7 @@ from .data import BatchLoader, DataError, validation_windows
 from .logging_utils import RunLogger, format_line, mfu, peak_tflops, truncate_metrics
 from .metrics import perplexity
 from .model import GPT
+from .safety import UnsafeOutput, check_output_path
 from .schedule import check_schedule, lr_at
 
 
@@ -108,6 +109,15 @@ def parse_extra_val(spec: str) -> dict[str, str]:
 
 
 _WRAPPER_PREFIXES = ("_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def check_out_dir(config: Config) -> None:
+    """Refuse (``UnsafeOutput``) a ``train.out_dir`` that is, holds or lies inside the data or the
+    ``init_from`` checkpoint the run reads: its config.json, checkpoints and ``best/`` would land
+    on them. (A ``--resume`` checkpoint inside the run folder is the normal case.)"""
+    d, t = config.data, config.train
+    inputs = [d.dataset, d.replay_dataset, *parse_extra_val(d.extra_val).values(), t.init_from]
+    check_output_path(t.out_dir, inputs, what="train.out_dir", suffix="run")
 
 
 def plain_name(name: str) -> str:
@@ -205,6 +215,7 @@ class Trainer:
         self.config = config
         t = config.train
         check_schedule(t)
+        check_out_dir(config)
         self.accelerator = acc = make_accelerator(config)
         self.rank, self.world = acc.process_index, acc.num_processes
         self.is_main = acc.is_main_process
@@ -655,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"train.resume={args.resume}")
         config = load_config(config_path, overrides)
         train(config)
-    except (ConfigError, CheckpointError, DataError) as err:
+    except (ConfigError, CheckpointError, DataError, UnsafeOutput) as err:
         print(f"quadgpt train: error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

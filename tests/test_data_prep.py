@@ -20,15 +20,18 @@ from data_prep.sources import module_texts, open_builtin, stdlib_files
 from data_prep.split import SplitError
 from quadgpt import __version__
 from quadgpt.data import BatchLoader, DataError, TokenDataset, load_meta
+from quadgpt.safety import UnsafeOutput
 from quadgpt.tokenizer import EOT_TOKEN, decode, encode
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [f"Document number {i}: {'words ' * (i % 7)}the end.\nSecond line {i}." for i in range(40)]
 
 
-def split_docs(folder: Path, split: str) -> list[str]:
-    """The documents of a split, decoded back from its shards (each ends with EOT)."""
-    tokens = TokenDataset(folder, split).read(0, len(TokenDataset(folder, split))).astype(np.int64)
+def split_docs(folder: Path, *splits: str) -> list[str]:
+    """The documents of the splits' streams, one after the other, decoded back from their shards
+    (each document ends with EOT; a position split cuts one document between train and val)."""
+    tokens = np.concatenate([TokenDataset(folder, s).read(0, len(TokenDataset(folder, s))) for s in splits])
+    tokens = tokens.astype(np.int64)
     assert tokens[-1] == EOT_TOKEN
     ends = np.flatnonzero(tokens == EOT_TOKEN)
     starts = np.concatenate([[0], ends[:-1] + 1])
@@ -36,7 +39,7 @@ def split_docs(folder: Path, split: str) -> list[str]:
 
 
 def all_docs(folder: Path) -> list[str]:
-    return split_docs(folder, "train") + split_docs(folder, "val")
+    return split_docs(folder, "train", "val")
 
 
 def leftovers(parent: Path) -> list[str]:
@@ -222,10 +225,10 @@ def test_rerun_is_a_no_op_unless_forced_and_refuses_other_options(txt_dir: Path,
     assert run(txt_dir, out) == meta
     assert "nothing to do" in capsys.readouterr().out
     assert (out / "train_000000.bin").stat().st_mtime_ns == stamp
-    with pytest.raises(PrepareError, match="different content or options.*--force"):
+    with pytest.raises(PrepareError, match="other settings: --seed 0 -> 5.*--force"):
         run(txt_dir, out, seed=5)
     (txt_dir / "doc00.txt").write_text("changed text")
-    with pytest.raises(PrepareError, match="different content"):
+    with pytest.raises(PrepareError, match="other content"):
         run(txt_dir, out)
     assert load_meta(out) == meta  # refusals left it alone
     forced = run(txt_dir, out, force=True)
@@ -330,15 +333,81 @@ def test_vocab_too_large_for_uint16(txt_dir: Path, tmp_path: Path, monkeypatch, 
 
 
 def test_output_folder_holding_something_else(txt_dir: Path, tmp_path: Path, capsys) -> None:
+    """--force replaces only a folder quadgpt prepare wrote; the refusal names a folder that works."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    fails([str(txt_dir), "--out", str(out)], capsys, "holds something other than a prepared dataset")
-    assert [p.name for p in out.iterdir()] == ["precious.txt"]
-    assert main([str(txt_dir), "--out", str(out), "--force", "--num-proc", "1", "--no-progress"]) == 0
-    assert not (out / "precious.txt").exists() and load_meta(out)["splits"]["val"]["documents"] >= 1
+    for force in ([], ["--force"]):
+        fails([str(txt_dir), "--out", str(out), *force], capsys, "did not write")
+        assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    with pytest.raises(UnsafeOutput, match="did not write") as err:
+        run(txt_dir, out)
+    suggested = str(err.value).rsplit(" ", 1)[-1]
+    assert main([str(txt_dir), "--out", suggested, "--num-proc", "1", "--no-progress"]) == 0
     (tmp_path / "file").write_text("x")
     fails([str(txt_dir), "--out", str(tmp_path / "file"), "--force"], capsys, "is a file")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_out_is_or_holds_or_lies_inside_the_source(txt_dir: Path, tmp_path: Path, capsys) -> None:
+    """The issue's case: `prepare DIR --out DIR --force` deleted the corpus; also --out holding the
+    source, --out inside it (files, folders, globs, symlinks). Each refusal's hint works."""
+    before = sorted(p.relative_to(txt_dir).as_posix() for p in txt_dir.rglob("*"))
+    (tmp_path / "link").symlink_to(txt_dir)
+    cases = [
+        (str(txt_dir), txt_dir, "is the input"),
+        (str(txt_dir), tmp_path, "contains the input"),
+        (str(txt_dir), txt_dir / "sub" / "out", "lies inside the input"),
+        (str(txt_dir / "doc00.txt"), txt_dir / "doc00.txt", "is the input"),
+        (str(txt_dir / "doc00.txt"), txt_dir, "contains the input"),
+        (f"{txt_dir}/**/*.txt", txt_dir / "prepared", "lies inside the input"),
+        (str(tmp_path / "link"), txt_dir, "is the input"),
+        (str(txt_dir), tmp_path / "link", "is the input"),
+    ]
+    for source, out, says in cases:
+        fails([source, "--out", str(out), "--force"], capsys, says)
+    assert sorted(p.relative_to(txt_dir).as_posix() for p in txt_dir.rglob("*")) == before
+    with pytest.raises(UnsafeOutput) as err:
+        run(txt_dir, txt_dir, force=True)
+    suggested = str(err.value).rsplit(" ", 1)[-1]
+    assert Path(suggested) == tmp_path / "txt-prepared"
+    assert main([str(txt_dir), "--out", suggested, "--val-count", "4", "--num-proc", "1", "--no-progress"]) == 0
+
+
+def test_train_hint_for_raw_text_names_a_folder_that_works(txt_dir: Path, tmp_path: Path) -> None:
+    """`--data.dataset=<raw text>`: the hint must not name the source itself as prepare's --out."""
+    for raw in (txt_dir, txt_dir / "doc00.txt"):
+        with pytest.raises(DataError) as err:
+            load_meta(raw)
+        command = str(err.value).split("`")[-2].split()
+        assert command[:3] == ["quadgpt", "prepare", str(raw)] and command[3] == "--out"
+        out = Path(command[4])
+        assert out != raw and raw not in out.parents and not out.exists()
+        assert main([*command[2:], "--num-proc", "1", "--no-progress"]) == 0
+        assert f"--data.dataset={out}" in str(err.value)
+        load_meta(out)
+
+
+def test_force_replaces_its_own_dataset(txt_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(txt_dir, out)
+    forced = run(txt_dir, out, seed=3, force=True)
+    assert load_meta(out) == forced and forced["options"]["seed"] == 3 and leftovers(tmp_path) == []
+
+
+def test_rerun_with_other_settings_names_them(txt_dir: Path, tmp_path: Path, capsys) -> None:
+    """Prepared data is reused only when made with the settings asked for now; a refusal names
+    each setting that differs, before reading the corpus."""
+    out = tmp_path / "out"
+    meta = run(txt_dir, out, seed=1)
+    fails([str(txt_dir), "--out", str(out), "--seed", "2", "--val-count", "4", "--shard-tokens", "50"],
+          capsys, "--seed 1 -> 2, --shard-tokens 100000000 -> 50")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("other text entirely")
+    fails([str(other), "--out", str(out), "--seed", "1", "--val-count", "4"], capsys, f"source {txt_dir} -> {other}")
+    fails([str(txt_dir), "--out", str(out), "--seed", "1", "--val-fraction", "0.2"], capsys, "--val-count 4 -> none")
+    assert load_meta(out) == meta
 
 
 def test_bad_options(txt_dir: Path, tmp_path: Path, capsys) -> None:
@@ -355,3 +424,118 @@ def test_runs_as_a_script(txt_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "train  all" in proc.stdout and "tokenising" in proc.stderr  # summary and progress bar
     assert sorted(all_docs(out)) == sorted(DOCS)
+
+
+# --------------------------------------------------------------------------------------
+# Nothing dropped silently; a one-file corpus; every path form --help accepts
+# --------------------------------------------------------------------------------------
+
+MARKERS = ["NA", "null", "None", "nan", "N/A", "NaN", "#N/A", "n/a", "NULL", ""]
+
+
+def test_csv_cells_that_look_missing_are_text(tmp_path: Path, capsys) -> None:
+    """pandas reads NA, null, None, nan, N/A... as missing; as documents they are text."""
+    src = tmp_path / "d.csv"
+    src.write_text("id,text\n" + "".join(f"{i},{m}\n" for i, m in enumerate(MARKERS)) + "99,  \n100,42\n")
+    meta = run(src, tmp_path / "out", val_count=1)
+    assert sorted(all_docs(tmp_path / "out")) == sorted([m for m in MARKERS if m] + ["42"])
+    assert meta["documents_read"] == len(MARKERS) + 2
+    assert meta["documents_dropped"] == {"missing": 0, "blank": 2}  # "" and "  "
+    assert "documents read: 12, dropped 2 blank" in capsys.readouterr().out
+
+
+def test_missing_values_are_counted_by_reason(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "d.jsonl"
+    rows = [{"text": "NA"}, {"text": None}, {"other": 1}, {"text": " \n"}, {"text": "kept"}, {"text": "null"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = run(src, tmp_path / "out", val_count=1)
+    assert sorted(all_docs(tmp_path / "out")) == ["NA", "kept", "null"]
+    assert meta["documents_dropped"] == {"missing": 2, "blank": 1}
+    assert "documents read: 6, dropped 2 missing, 1 blank" in capsys.readouterr().out
+
+
+def test_one_file_corpus_is_split_by_position(tmp_path: Path, capsys) -> None:
+    """The classic single input.txt: the last 10% of its tokens are val, said plainly, recorded."""
+    text = "".join(f"Line {i} of the only document.\n" for i in range(200))
+    (tmp_path / "input.txt").write_text(text)
+    meta = run(tmp_path / "input.txt", tmp_path / "out", val_count=None)
+    printed = capsys.readouterr().out
+    assert "val split BY POSITION: the last 10.0% of the tokens" in printed
+    assert meta["val_split"]["by"] == "position" and meta["val_split"]["val_fraction"] == 0.1
+    train, val = TokenDataset(tmp_path / "out", "train"), TokenDataset(tmp_path / "out", "val")
+    total = len(encode(text)) + 1
+    assert len(val) == round(total * 0.1) and len(train) + len(val) == total
+    stream = np.concatenate([train.read(0, len(train)), val.read(0, len(val))]).astype(np.int64)
+    assert stream.tolist() == encode(text) + [EOT_TOKEN]  # train then val: the document in order
+    assert meta["domains"]["text"]["val"]["tokens"] == len(val)
+    again = run(tmp_path / "input.txt", tmp_path / "shards", val_count=None, val_fraction=0.25, shard_tokens=7)
+    assert again["splits"]["val"]["tokens"] == round(total * 0.25)
+    assert all(s["tokens"] == 7 for s in again["splits"]["train"]["shards"][:-1])
+    assert split_docs(tmp_path / "shards", "val")[-1] == decode(encode(text)[-round(total * 0.25) + 1 :])
+
+
+def test_too_few_documents_messages_suggest_what_works(tmp_path: Path, capsys) -> None:
+    (tmp_path / "input.txt").write_text("only one document here, a few words long")
+    fails([str(tmp_path / "input.txt"), "--out", str(tmp_path / "o"), "--val-count", "1"], capsys, "drop --val-count")
+    assert main([str(tmp_path / "input.txt"), "--out", str(tmp_path / "o"), "--num-proc", "1", "--no-progress"]) == 0
+    two = tmp_path / "two"
+    two.mkdir()
+    (two / "a.txt").write_text("first document")
+    (two / "b.txt").write_text("second document")
+    fails([str(two), "--out", str(tmp_path / "p"), "--val-count", "2"], capsys, "lower --val-count to at most 1")
+
+
+def test_small_stream_is_split_by_position(parquet_dataset: Path, tmp_path: Path, capsys) -> None:
+    """Streaming, a corpus whose documents all scored train: split by position, not refused with
+    a hint (--val-count) that cannot work on a stream."""
+    meta = run(f"hf:{parquet_dataset}", tmp_path / "out", streaming=True, val_count=None, val_fraction=0.001)
+    assert meta["val_split"]["by"] == "position" and meta["splits"]["val"]["tokens"] >= 1
+    assert "BY POSITION" in capsys.readouterr().out
+
+
+def test_every_path_form_help_names(tmp_path: Path, capsys) -> None:
+    """File, folder (recursive, through a symlinked folder), glob (of files or of folders), ~."""
+    real = tmp_path / "real"
+    (real / "deep").mkdir(parents=True)
+    for i, doc in enumerate(DOCS[:6]):
+        (real / ("deep" if i % 2 else "") / f"d{i}.txt").write_text(doc)
+    src = tmp_path / "src"
+    (src / "part").mkdir(parents=True)
+    (src / "part" / "own.txt").write_text(DOCS[6])
+    (src / "linked").symlink_to(real)
+    forms = {
+        str(src): DOCS[:7],
+        f"{src}/*": DOCS[:7],
+        f"{src}/**/*.txt": DOCS[:7],
+        str(src / "part" / "own.txt"): [DOCS[6]],
+        str(real / "deep"): DOCS[1:6:2],
+    }
+    for i, (form, expected) in enumerate(forms.items()):
+        assert main([form, "--out", str(tmp_path / f"o{i}"), "--num-proc", "1", "--no-progress"]) == 0, form
+        assert sorted(all_docs(tmp_path / f"o{i}")) == sorted(expected), form
+
+
+def test_home_relative_source(txt_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["~/txt", "--out", str(tmp_path / "o"), "--val-count", "1", "--num-proc", "1", "--no-progress"]) == 0
+    assert sorted(all_docs(tmp_path / "o")) == sorted(DOCS)
+
+
+def test_unreadable_records_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"text": "fine"}\n{"text": "broken\n')
+    fails([str(src), "--out", str(tmp_path / "o")], capsys, "Cannot read")
+    assert not (tmp_path / "o").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("entry", [["-m", "data_prep"], [str(REPO / "data_prep" / "prepare.py")]])
+def test_exit_status_of_the_entry_points(entry: list[str], txt_dir: Path, tmp_path: Path) -> None:
+    """Success 0, refused input 2 with nothing touched, from every documented entry point."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, *entry]
+    ok = subprocess.run([*base, str(txt_dir), "--out", str(tmp_path / "o"), "--num-proc", "1", "--no-progress"],
+                        cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    refused = subprocess.run([*base, str(txt_dir), "--out", str(txt_dir), "--force"],
+                             cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and "is the input" in refused.stderr and (txt_dir / "doc00.txt").exists()

@@ -317,3 +317,24 @@ def test_run_folders_differ_by_phase_b_mitigation():
     replay = forgetting.ProbeSettings(tasks=["a", "b"], steps=[2, 2], replay_fraction=0.25)
     labels = {compare.run_label("kan", s) for s in (plain, frozen, replay)}
     assert labels == {"kan", "kan-frozenbase", "kan-replay0.25"}
+
+
+def test_outputs_never_land_on_the_inputs(tasks, tmp_path, capsys):
+    """Issue 12, fault 1: forgetting's and compare's --out (and compare's --runs), and ppl's --json,
+    must not be, hold or lie inside a task, checkpoint or text they read; refused before any work."""
+    task_a = Path(tasks[0])
+    before = sorted(p.name for p in task_a.iterdir())
+    for out in (task_a, task_a.parent, task_a / "probe"):
+        argv = ["forgetting", "--tasks", ",".join(tasks), "--steps", "1,1", "--seeds", "1", "--out", str(out),
+                "--config", str(REPO_ROOT / "configs" / "tiny.toml"), *MICRO]
+        assert eval_main(argv) == 2 and "the input" in capsys.readouterr().err
+        base = ["--variants", "mlp-gelu", "--seeds", "1", "--task-a", tasks[0], "--task-b", tasks[1],
+                "--steps-a", "1", "--steps-b", "1", *MICRO]
+        assert compare.main([*base, "--out", str(out)]) == 2 and "the input" in capsys.readouterr().err
+        assert compare.main([*base, "--out", str(tmp_path / "c"), "--runs", str(out)]) == 2
+        assert "--runs" in capsys.readouterr().err
+    assert sorted(p.name for p in task_a.iterdir()) == before and not (tmp_path / "c").exists()
+    text = tmp_path / "t.txt"
+    text.write_text("some text to score")
+    assert eval_main(["ppl", str(tmp_path / "no-model"), "--text", str(text), "--json", str(text)]) == 2
+    assert "is the input" in capsys.readouterr().err and text.read_text() == "some text to score"

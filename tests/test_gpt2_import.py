@@ -119,3 +119,22 @@ def test_import_checks_the_converted_logits(tmp_path, capsys, monkeypatch):
     assert import_main([str(folder), "--out", str(tmp_path / "ckpt")]) == 1
     assert "logits differ" in capsys.readouterr().err
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_import_never_replaces_what_quadgpt_did_not_write(tmp_path, capsys):
+    """import-hf used to replace any folder at --out, and --out could be the source itself."""
+    _, folder = random_gpt2(tmp_path)
+    before = sorted(p.name for p in folder.iterdir())
+    for out, says in ((folder, "is the input"), (tmp_path, "contains the input"), (folder / "ckpt", "lies inside")):
+        assert import_main([str(folder), "--out", str(out), "--force"]) == 2
+        assert says in capsys.readouterr().err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert import_main([str(folder), "--out", str(mine), "--force"]) == 2
+    assert "did not write" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in folder.iterdir()) == before
+    ckpt = tmp_path / "ckpt"
+    assert import_main([str(folder), "--out", str(ckpt)]) == 0
+    assert import_main([str(folder), "--out", str(ckpt)]) == 2 and "--force" in capsys.readouterr().err
+    assert import_main([str(folder), "--out", str(ckpt), "--force"]) == 0

@@ -261,49 +261,29 @@ def test_quadgpt_export_command_is_wired(tmp_path, exports):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["ffn_kind"] == "swiglu"
 
 
-def test_non_empty_out_needs_overwrite(capsys, tmp_path, exports):
+def test_overwrite_replaces_only_an_earlier_export(capsys, tmp_path, exports):
+    """--overwrite never deletes what quadgpt did not write (a case of issue 12, fault 1)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    rc, err = run_export(capsys, str(exports["mlp"][1]), str(out))
-    assert rc == 1 and "--overwrite" in err and (out / "keep.txt").exists()
-    assert run_export(capsys, str(exports["mlp"][1]), str(out), "--overwrite")[0] == 0
-    assert {p.name for p in out.iterdir()} == EXPORT_FILES
-    ckpt = exports["mlp"][1]
-    rc, err = run_export(capsys, str(ckpt), str(ckpt.parent), "--overwrite")  # would delete the checkpoint
-    assert rc == 1 and "holds the checkpoint" in err and (ckpt / "model.safetensors").exists()
+    for flags in ([], ["--overwrite"]):
+        rc, err = run_export(capsys, str(exports["mlp"][1]), str(out), *flags)
+        assert rc == 2 and "did not write" in err and (out / "keep.txt").read_text() == "mine"
+    fresh = tmp_path / "fresh"
+    assert run_export(capsys, str(exports["mlp"][1]), str(fresh))[0] == 0
+    rc, err = run_export(capsys, str(exports["mlp"][1]), str(fresh))
+    assert rc == 2 and "--overwrite" in err
+    assert run_export(capsys, str(exports["swiglu"][1]), str(fresh), "--overwrite")[0] == 0
+    assert {p.name for p in fresh.iterdir()} == EXPORT_FILES
+    assert json.loads((fresh / "config.json").read_text())["ffn_kind"] == "swiglu"
 
 
-def test_missing_tokenizer_files_fail_with_the_fix_and_leave_nothing(capsys, monkeypatch, tmp_path, exports):
-    import tiktoken.load
-
-    def offline(url):
-        raise ConnectionError("no network")
-
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(tiktoken.load, "read_file", offline)
-    rc, err = run_export(capsys, str(exports["mlp"][1]), str(tmp_path / "out"))
-    assert rc == 1 and "vocab.json" in err and "TIKTOKEN_CACHE_DIR" in err
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".tmp-*"))
-    assert issubclass(TokenizerUnavailable, RuntimeError)
-
-
-def test_push_to_hub_uploads_the_folder(monkeypatch, tmp_path):
-    """The hub cannot be reached here; check the calls made to huggingface_hub's API."""
-    import huggingface_hub
-
-    calls = []
-
-    class FakeApi:
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs))
-            return "https://huggingface.co/me/tiny/commit/abc"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    url = export_module.push_to_hub(tmp_path, "me/tiny", private=True)
-    assert url.endswith("/commit/abc")
-    assert calls[0] == ("create_repo", "me/tiny", {"repo_type": "model", "private": True, "exist_ok": True})
-    assert calls[1][1]["folder_path"] == str(tmp_path) and calls[1][1]["repo_id"] == "me/tiny"
+def test_out_is_holds_or_lies_inside_the_checkpoint(capsys, tmp_path, exports):
+    ckpt = tmp_path / "run" / "ckpt"
+    shutil.copytree(exports["mlp"][1], ckpt)
+    (tmp_path / "link").symlink_to(ckpt)
+    for out, says in ((ckpt, "is the input"), (ckpt.parent, "contains the input"),
+                      (ckpt / "hf", "lies inside the input"), (tmp_path / "link", "is the input")):
+        rc, err = run_export(capsys, str(ckpt), str(out), "--overwrite")
+        assert rc == 2 and says in err, err
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(p.name for p in exports["mlp"][1].iterdir())

@@ -326,3 +326,35 @@ def test_peak_table_prefers_specific_names_and_honours_override(monkeypatch):
         gpt2_small = GPT(load_config(REPO_ROOT / "configs" / "gpt2-small.toml").model)
     assert mfu(gpt2_small.flops_per_token(1024), 480_000, 989.0) == pytest.approx(0.417, abs=0.003)
     assert mfu(1e9, 1000.0, 100.0, world_size=2) == pytest.approx(1e12 / 200e12)
+
+
+def test_run_folder_never_lands_on_what_the_run_reads(data, tmp_path, capsys):
+    """Issue 12, fault 1: train.out_dir that is, holds or lies inside the data, an extra val set,
+    or the init_from checkpoint is refused before anything is written."""
+    before = {p.name: p.stat().st_mtime_ns for p in data.iterdir()}
+    for out in (data, data.parent, data / "run"):
+        assert main(tiny_overrides(data, out)) == 2 and "the input" in capsys.readouterr().err
+    assert main(tiny_overrides(tmp_path / "other", data) + [f"--data.extra_val=a:{data}"]) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in data.iterdir()} == before
+    train(config_for(data, tmp_path / "first", max_steps=2))
+    best = tmp_path / "first" / "best"
+    saved = (best / "model.safetensors").read_bytes()
+    argv = tiny_overrides(data, tmp_path / "first", max_steps=2, init_from=str(best))
+    assert main(argv) == 2 and "contains the input" in capsys.readouterr().err
+    assert (best / "model.safetensors").read_bytes() == saved
+
+
+def test_plot_never_overwrites_an_input_or_a_file_it_did_not_write(data, tmp_path, capsys):
+    from quadgpt.plotting import main as plot_main
+
+    run = tmp_path / "run"
+    train(config_for(data, run, max_steps=2, eval_interval=1))
+    metrics = (run / "metrics.jsonl").read_text()
+    assert plot_main([str(run), "--out", str(run / "metrics.jsonl")]) == 2  # not even a .png
+    notes = tmp_path / "notes.png"
+    notes.write_text("my own file")
+    assert plot_main([str(run), "--out", str(notes)]) == 2 and notes.read_text() == "my own file"
+    assert "not a plot quadgpt wrote" in capsys.readouterr().err
+    assert (run / "metrics.jsonl").read_text() == metrics
+    out = run / "loss.png"  # beside the run's files is fine, and a second plot replaces the first
+    assert plot_main([str(run), "--out", str(out)]) == 0 and plot_main([str(run), "--out", str(out)]) == 0

@@ -16,6 +16,7 @@ place when complete. ``--push-to-hub REPO_ID`` then uploads it with ``huggingfac
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 
+from .. import __version__
 from ..checkpoint import (
     CheckpointError,
     commit_tmp_folder,
@@ -37,6 +39,7 @@ from ..checkpoint import (
 )
 from ..config import Config
 from ..model import GPT
+from ..safety import UnsafeOutput, check_output_path, existing_output
 from ..sampling import check_sampling_args
 from ..tokenizer import EOT_TOKEN, TokenizerUnavailable
 from .configuration_quadgpt import FFN_KINDS
@@ -62,6 +65,8 @@ CODE_FILES = {
 }
 # exported logits must equal quadgpt's (fp32, the same math): far below any real difference
 PARITY_ATOL = 1e-4
+# config.json key marking a folder as quadgpt's export: the only kind --overwrite replaces
+EXPORT_MARK = "exported_by"
 AUTO_MAP = {
     "AutoConfig": "configuration_quadgpt.QuadGPTConfig",
     "AutoModelForCausalLM": "modeling_quadgpt.QuadGPTForCausalLM",
@@ -165,6 +170,7 @@ def write_quadgpt_files(folder: Path, model: GPT, config: Config, vocab: int) ->
     hf_config = QuadGPTConfig(**{**quadgpt_hf_config_kwargs(config.model), "vocab_size": vocab})
     hf_config.auto_map = dict(AUTO_MAP)
     hf_config.architectures = ["QuadGPTForCausalLM"]
+    setattr(hf_config, EXPORT_MARK, f"quadgpt {__version__}")
     hf_config.save_pretrained(folder)
     for name, source in CODE_FILES.items():
         shutil.copyfile(source, folder / name)
@@ -179,6 +185,7 @@ def write_gpt2_files(folder: Path, model: GPT, config: Config, vocab: int) -> No
 
     hf_config = GPT2Config(**{**gpt2_config_kwargs(config.model), "vocab_size": vocab})
     hf_config.architectures = ["GPT2LMHeadModel"]
+    setattr(hf_config, EXPORT_MARK, f"quadgpt {__version__}")
     hf_config.save_pretrained(folder)
     state = weights_for_saving(to_gpt2_state(trim_vocab(model.state_dict(), vocab), config.model))
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
@@ -229,15 +236,26 @@ def check_exportable(config: Config, fmt: str) -> None:
             raise ValueError("--format gpt2 needs a GPT-2-shaped model, but " + "; ".join(problems) + ".")
 
 
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` is a quadgpt export (its config.json carries ``EXPORT_MARK``)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and str(config.get(EXPORT_MARK, "")).startswith("quadgpt")
+
+
 def export(checkpoint: str | Path, out: str | Path, fmt: str = "quadgpt", overwrite: bool = False) -> Path:
-    """Export ``checkpoint`` (folder or run, see ``resolve_checkpoint``) to the folder ``out``."""
+    """Export ``checkpoint`` (folder or run, see ``resolve_checkpoint``) to the folder ``out``.
+
+    Raises ``UnsafeOutput`` when ``out`` is, holds or lies inside the checkpoint or its run, or
+    exists holding anything but an earlier export (which only ``overwrite`` replaces)."""
     out = Path(out)
     folder = resolve_checkpoint(checkpoint)
     check_exportable(read_config(folder), fmt)  # before building the model: a clearer error
-    if out.resolve() == folder.resolve() or out.resolve() in folder.resolve().parents:
-        raise ValueError(f"OUT '{out}' holds the checkpoint being exported; choose another folder.")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ValueError(f"'{out}' exists and is not empty; choose a new folder or pass --overwrite to replace it.")
+    check_output_path(out, [checkpoint, folder], what="OUT", suffix="hf")
+    if existing_output(out, is_export, "quadgpt export", what="OUT") and not overwrite:
+        raise UnsafeOutput(f"'{out}' holds an earlier export; pass --overwrite to replace it, or choose a new folder.")
     model, config, meta = load_model(folder)
     generation_config(config)  # refuses sampling defaults that cannot be used, before any writing
     vocab = model.token_vocab_size  # ids the tokenizer has: the padding rows are not exported
@@ -274,19 +292,22 @@ def main(argv: list[str] | None = None) -> int:
         "AutoTokenizer load offline (the quadgpt format needs trust_remote_code=True).",
     )
     parser.add_argument("checkpoint", help="checkpoint folder, run folder (its best, else latest), RUN/best or RUN/last")
-    parser.add_argument("out", help="output folder (must be new or empty, unless --overwrite)")
+    parser.add_argument("out", help="output folder: new, empty, or an earlier export with --overwrite")
     parser.add_argument(
         "--format",
         choices=["quadgpt", "gpt2"],
         default="quadgpt",
         help="quadgpt: any FFN kind, with its modeling code; gpt2: plain GPT2LMHeadModel (mlp models only)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty OUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export at OUT (nothing else)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload OUT to this Hugging Face model repo")
     parser.add_argument("--private", action="store_true", help="create the hub repo as private")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         out = export(args.checkpoint, args.out, args.format, args.overwrite)
+    except UnsafeOutput as err:
+        print(f"quadgpt export: {err}", file=sys.stderr)
+        return 2
     except (CheckpointError, ValueError, TokenizerUnavailable, OSError) as err:
         print(f"quadgpt export: {err}", file=sys.stderr)
         return 1

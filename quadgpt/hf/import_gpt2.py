@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, save_model_checkpoint
+from ..checkpoint import CheckpointError, is_checkpoint, save_model_checkpoint
 from ..config import Config
 from ..model import GPT
+from ..safety import UnsafeOutput, check_output_path, existing_output
 from .convert import from_gpt2_state, model_config_from_gpt2
 from .export import PARITY_ATOL
 
@@ -52,8 +53,16 @@ def check_import_parity(hf_model, model: GPT) -> None:
         )
 
 
-def import_gpt2(source: str, out: str | Path) -> Path:
-    """Convert the GPT-2 model ``source`` into a quadgpt checkpoint folder ``out``; returns ``out``."""
+def import_gpt2(source: str, out: str | Path, force: bool = False) -> Path:
+    """Convert the GPT-2 model ``source`` into a quadgpt checkpoint folder ``out``; returns ``out``.
+
+    Raises ``UnsafeOutput`` (before loading anything) when ``out`` is, holds or lies inside a
+    local ``source``, or exists holding anything but a quadgpt checkpoint, which only ``force``
+    replaces."""
+    out = Path(out)
+    check_output_path(out, [source] if Path(source).exists() else [], suffix="quadgpt")
+    if existing_output(out, is_checkpoint, "quadgpt") and not force:
+        raise UnsafeOutput(f"--out '{out}' holds a quadgpt checkpoint; pass --force to replace it, or choose a new folder.")
     hf_model = load_gpt2(source)
     model_config = model_config_from_gpt2(hf_model.config)
     model = GPT(model_config)
@@ -67,10 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     """Turn a GPT-2 Hugging Face model into a quadgpt checkpoint."""
     parser = argparse.ArgumentParser(prog="quadgpt import-hf", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="GPT2LMHeadModel folder, or a hub name (e.g. openai-community/gpt2)")
-    parser.add_argument("--out", required=True, help="checkpoint folder to write")
+    parser.add_argument("--out", required=True, help="checkpoint folder to write (new or empty)")
+    parser.add_argument("--force", action="store_true", help="replace a quadgpt checkpoint at --out (nothing else)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        out = import_gpt2(args.source, args.out)
+        out = import_gpt2(args.source, args.out, force=args.force)
+    except UnsafeOutput as err:
+        print(f"quadgpt import-hf: {err}", file=sys.stderr)
+        return 2
     except (CheckpointError, ValueError, OSError) as err:
         print(f"quadgpt import-hf: {err}", file=sys.stderr)
         return 1
