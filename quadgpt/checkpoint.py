@@ -222,6 +222,26 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"Checkpoint '{path}' does not exist (give a checkpoint folder, a run folder, RUN/best or RUN/last).")
 
 
+def resolve_resumable(path: str | Path) -> Path:
+    """The full checkpoint ``--resume PATH`` continues from: a ``step_<N>`` folder as given, or
+    the newest ``step_<N>`` of a run folder (``RUN`` or ``RUN/last``; never its weights-only best/).
+
+    Raises CheckpointError when there is none, or when ``path`` holds weights only.
+    """
+    path = Path(path)
+    if path.is_dir() and not is_checkpoint(path) and not (path / WEIGHTS_FILE).exists():
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            return latest
+    found = resolve_checkpoint(path)
+    if not (found / OPTIMIZER_FILE).is_file():
+        raise CheckpointError(
+            f"'{found}' holds weights only, not a training state to resume: resume from a run folder or one of its "
+            f"{STEP_PREFIX}<N> checkpoints, or start a new run from these weights with train.init_from={found}."
+        )
+    return found
+
+
 def read_config(folder: Path) -> Config:
     try:
         return config_from_json(json.loads((folder / CONFIG_FILE).read_text()))
