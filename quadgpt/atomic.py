@@ -37,14 +37,17 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 def save_figure_atomic(fig, path: str | Path, **savefig_kwargs: Any) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+    """Save a matplotlib figure atomically, in the format its suffix names (.png, .pdf, .svg, ...),
+    and close it. The temporary name hides the suffix, so the format is passed explicitly."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_sibling(path)
-    fig.savefig(tmp, format="png", **savefig_kwargs)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_sibling(path)
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", **savefig_kwargs)
+    finally:
+        plt.close(fig)
     os.replace(tmp, path)
     return path
 

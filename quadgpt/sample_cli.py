@@ -297,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         prompts = read_prompts(args, defaults.prompt)
         settings.check(model.config.block_size)
         encode_prompts(prompts)
-    except (CheckpointError, ValueError, TokenizerUnavailable) as err:
+    except (CheckpointError, ValueError) as err:
+        print(f"quadgpt sample: {err}", file=sys.stderr)
+        return 2  # bad input (checkpoint, flags, prompt); nothing was generated
+    except TokenizerUnavailable as err:  # the machine, not the input
         print(f"quadgpt sample: {err}", file=sys.stderr)
         return 1
 
