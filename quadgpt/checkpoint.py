@@ -275,16 +275,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GP
 # --------------------------------------------------------------------------------------
 
 
-def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 # Model fields that change no tensor shape or meaning of a weight: free to differ on resume.
 _RUNTIME_MODEL_FIELDS = {"model.dropout", "model.attention", "model.ffn.kernel", "model.ffn.freeze_base"}
 
@@ -292,8 +282,10 @@ _RUNTIME_MODEL_FIELDS = {"model.dropout", "model.attention", "model.ffn.kernel",
 def check_compatible(folder: str | Path, config: Config) -> None:
     """Raise CheckpointError listing every architecture field where ``config`` differs from the
     checkpoint at ``folder`` (dropout, attention backend and kernel choice may differ)."""
-    saved = _flatten(dataclasses.asdict(read_config(Path(folder)).model), "model.")
-    wanted = _flatten(dataclasses.asdict(config.model), "model.")
+    from .run_settings import flatten
+
+    saved = flatten(dataclasses.asdict(read_config(Path(folder)).model), "model.")
+    wanted = flatten(dataclasses.asdict(config.model), "model.")
     diffs = [
         f"{key}: checkpoint {saved.get(key)!r}, config {wanted.get(key)!r}"
         for key in sorted(set(saved) | set(wanted))
