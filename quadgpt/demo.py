@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(rest)
         config = load_config(config_path or args.config, [f"train.out_dir={args.out}", "train.resume=auto", *overrides])
         ensure_dataset(config.data.dataset, config.data.source)
-        from .trainer import train  # accelerate is imported here, after the cheap checks
+        from .trainer import ResultLost, TrainingDiverged, train  # accelerate is imported here, after the cheap checks
 
         baseline = unigram_baseline_loss(config.data.dataset)
         left = args.budget - (time.time() - started) - RESERVE_S
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, DataError) as err:
         print(f"quadgpt demo: error: {err}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, ResultLost) as err:  # trained, but nothing usable was saved
+        print(f"quadgpt demo: stopped: {err}", file=sys.stderr)
+        return 1
     val = summary["best_val_loss"]
     print(
         f"\nquadgpt demo: {summary['steps']} steps, {summary['tokens']:,} tokens ({summary['stopped_by']}); "
