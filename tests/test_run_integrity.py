@@ -123,10 +123,21 @@ def test_run_killed_before_its_first_checkpoint_starts_a_fresh_record(data, tmp_
 def test_resume_with_a_different_config_refuses_naming_the_keys(data, tmp_path, capsys, override, named):
     run = tmp_path / "run"
     assert train_main(tiny_overrides(data, run, max_steps=4)) == 0
+    record = {name: (run / name).read_text() for name in (METRICS_FILE, "config.json")}
     capsys.readouterr()
     assert train_main(tiny_overrides(data, run, max_steps=4, resume="auto") + [override]) == 2
     line = one_line_error(capsys.readouterr().err)
     assert named in line
+    assert {name: (run / name).read_text() for name in record} == record  # refused before touching the run
+
+
+def test_resume_from_weights_only_says_what_would_work(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(tiny_overrides(data, run, max_steps=4)) == 0
+    capsys.readouterr()
+    assert train_main(["--resume", str(run / "best"), *tiny_overrides(data, tmp_path / "other", max_steps=6)]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "weights only" in line and "train.init_from" in line
 
 
 def test_resume_with_another_dataset_of_the_same_size_refuses(data, tmp_path, capsys):
@@ -295,6 +306,15 @@ def test_forgetting_phase_whose_checkpoint_failed_exits_1(tasks, tmp_path, capsy
     assert eval_main(forgetting_argv(tasks, out)) == 1
     assert not list(out.glob("seed1/phase1-*"))  # phase B did not start from weights that do not exist
     assert not list(out.glob("seed1/phase0-*/summary.json"))
+
+
+def test_compare_run_that_fails_exits_1_naming_it(tasks, tmp_path, capsys, monkeypatch):
+    def diverges(config):
+        raise trainer_module.TrainingDiverged("5 consecutive non-finite steps at step 1 (train.max_bad_steps).")
+
+    monkeypatch.setattr(trainer_module, "train", diverges)
+    assert compare.main(compare_argv(tasks, tmp_path / "cmp")) == 1
+    assert "mlp-gelu seed 1" in capsys.readouterr().err
 
 
 def test_plot_that_cannot_be_written_exits_nonzero(data, tmp_path, capsys):
