@@ -33,6 +33,9 @@ from eval.forgetting import (
     DEFAULT_STEPS_B,
     PhaseInterrupted,
     ProbeSettings,
+    base_config,
+    parse_seeds,
+    plan_probe,
     prepared_task,
     run_probe,
     task_inputs,
@@ -40,8 +43,9 @@ from eval.forgetting import (
 from eval.perplexity import evaluate_windows, load_scorer
 from eval.report import markdown_table, summarize, write_report
 from quadgpt.atomic import write_json_atomic
-from quadgpt.config import Config, ConfigError, load_config, split_config_args
-from quadgpt.data import validation_windows
+from quadgpt.checkpoint import CheckpointError
+from quadgpt.config import Config, ConfigError, split_config_args
+from quadgpt.data import DataError, validation_windows
 from quadgpt.safety import check_output_path
 
 # name -> config overrides. Any FFN kind of the registry also works by its own name.
@@ -89,10 +93,11 @@ def parse_variants(spec: str) -> dict[str, list[str]]:
 
 
 def variant_configs(config_path: str | None, overrides: list[str], variants: dict[str, list[str]]) -> dict[str, Config]:
-    """Each variant's config: defaults, the config file, the command-line overrides, then the
-    variant's own (with ``hidden = 0`` unless the variant sets it: the matched width)."""
+    """Each variant's config: defaults, the config file (without one: the CPU budget of
+    ``eval.forgetting.base_config``), the command-line overrides, then the variant's own (with
+    ``hidden = 0`` unless the variant sets it: the matched width)."""
     return {
-        name: load_config(config_path, overrides + ["model.ffn.hidden=0"] + extra) for name, extra in variants.items()
+        name: base_config(config_path, overrides + ["model.ffn.hidden=0"] + extra) for name, extra in variants.items()
     }
 
 
@@ -125,6 +130,16 @@ def run_label(name: str, settings: ProbeSettings) -> str:
     if settings.replay_fraction:
         label += f"-replay{settings.replay_fraction:g}"
     return label
+
+
+def check_runs(configs: dict[str, Config], probes: dict[str, ProbeSettings], runs_dir: Path, seeds: list[int],
+               *, with_files: bool = True) -> None:
+    """Check every run of the comparison before the first one starts (``eval.forgetting.plan_probe``):
+    its configs, and with ``with_files`` its data, disk space and any earlier run in its folder."""
+    for seed in seeds:
+        for name, config in configs.items():
+            run_dir = runs_dir / run_label(name, probes[name]) / f"seed{seed}"
+            plan_probe(config, probes[name], run_dir, seed, with_files=with_files)
 
 
 def run_one(config: Config, settings: ProbeSettings, run_dir: Path, seed: int, name: str) -> dict[str, Any]:
@@ -177,36 +192,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config_path, overrides, rest = split_config_args(argv)
         args = parser.parse_args(rest)
-        config_path = config_path or DEFAULT_CONFIG
-        overrides = DEFAULT_OVERRIDES + overrides
         variants = parse_variants(args.variants)
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        if not seeds:
-            raise ConfigError("--seeds is empty: give at least one seed.")
+        seeds = parse_seeds(args.seeds)
         configs = variant_configs(config_path, overrides, variants)
+        if args.freeze_base and not any(c.model.ffn.kind == "kan" for c in configs.values()):
+            raise ConfigError("--freeze-base needs a KAN variant.")
+        out = Path(args.out)
+        runs_dir = Path(args.runs) if args.runs else out / "runs"
+        probes = {
+            name: ProbeSettings(
+                tasks=[args.task_a, args.task_b], steps=[args.steps_a, args.steps_b], eval_every=args.eval_every_b,
+                replay_fraction=args.replay, freeze_base=args.freeze_base and config.model.ffn.kind == "kan",
+            )
+            for name, config in configs.items()
+        }
+        check_runs(configs, probes, runs_dir, seeds, with_files=False)  # the configs alone, before preparing data
         sizes = size_table(configs)
         mismatch = check_matched(sizes)
         if mismatch and not args.allow_mismatch:
             raise ConfigError("Variants are not parameter-matched: " + "; ".join(mismatch) + ". Set model.ffn.hidden in "
                               "the variant, or pass --allow-mismatch to compare anyway.")
-        if args.freeze_base and not any(c.model.ffn.kind == "kan" for c in configs.values()):
-            raise ConfigError("--freeze-base needs a KAN variant.")
         task_paths = task_inputs([args.task_a, args.task_b], Path(args.data_root))
-        check_output_path(args.out, task_paths, suffix="compare")
-        check_output_path(args.runs, task_paths, what="--runs", suffix="runs")
+        check_output_path(out, task_paths, suffix="compare")
+        check_output_path(runs_dir, task_paths, what="--runs", suffix="runs")
         tasks = [prepared_task(args.task_a, Path(args.data_root)), prepared_task(args.task_b, Path(args.data_root))]
-    except (ConfigError, ValueError) as err:
+        for settings in probes.values():
+            settings.tasks = tasks
+        check_runs(configs, probes, runs_dir, seeds)  # data, disk, and earlier runs in runs_dir
+    except (ConfigError, DataError, CheckpointError, ValueError) as err:
         print(f"quadgpt compare: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    runs_dir = Path(args.runs) if args.runs else out / "runs"
     any_config = next(iter(configs.values()))
     results: dict[str, Any] = {
         "command": "quadgpt compare " + shlex.join(argv),
         "settings": {
             "task_a": args.task_a, "task_b": args.task_b, "tasks": tasks, "steps_a": args.steps_a,
             "steps_b": args.steps_b, "eval_every_b": args.eval_every_b, "seeds": seeds, "replay": args.replay,
-            "freeze_base": args.freeze_base, "config": config_path, "overrides": overrides,
+            "freeze_base": args.freeze_base, "config": config_path or DEFAULT_CONFIG,
+            "overrides": overrides if config_path else DEFAULT_OVERRIDES + overrides,
             "tokens_per_step": any_config.train.batch_size * any_config.model.block_size,
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         },
@@ -215,19 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name, size in sizes.items():
         print(f"quadgpt compare: {name}: hidden {size['hidden']}, {size['non_embedding_params']:,} non-embedding params")
+    from quadgpt.trainer import ResultLost, TrainingDiverged
+
     start = time.time()
     for seed in seeds:  # seed-major: a partial comparison already covers every variant
         for name, config in configs.items():
-            settings = ProbeSettings(
-                tasks=tasks, steps=[args.steps_a, args.steps_b], eval_every=args.eval_every_b,
-                replay_fraction=args.replay, freeze_base=args.freeze_base and config.model.ffn.kind == "kan",
-            )
+            settings = probes[name]
             print(f"quadgpt compare: [{time.time() - start:7.0f}s] {name} seed {seed}", flush=True)
             run_dir = runs_dir / run_label(name, settings) / f"seed{seed}"
             try:
                 results["runs"].append(run_one(config, settings, run_dir, seed, name))
-            except PhaseInterrupted as err:
-                print(f"quadgpt compare: {err} Finished runs are kept.", file=sys.stderr)
+            except (PhaseInterrupted, TrainingDiverged, ResultLost) as err:
+                print(f"quadgpt compare: {name} seed {seed}: {err} Finished runs are kept.", file=sys.stderr)
                 return 1
             write_report(results, out)  # after every run, so a partial comparison is readable
     results["settings"]["wall_s"] = round(time.time() - start, 1)

@@ -17,7 +17,9 @@ local spline coefficients to change (the setting of the KAN paper's locality arg
 without a base branch at all is an architecture choice: ``--model.ffn.base=none``.
 
 Resumable: a finished phase leaves ``summary.json`` and is not rerun; an interrupted one resumes
-from its newest checkpoint (``train.resume=auto``).
+from its newest checkpoint (``train.resume=auto``). Either only when the phase's folder was made
+with the settings asked for now (``quadgpt.run_settings``); otherwise the probe refuses, naming
+the settings that differ, before it trains anything.
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from quadgpt import metrics
 from quadgpt.atomic import write_json_atomic
+from quadgpt.checkpoint import CheckpointError
 from quadgpt.config import Config, ConfigError, load_config, split_config_args
 from quadgpt.safety import check_output_path
+from quadgpt.data import DataError
+from quadgpt.run_settings import REUSE_MAY_CHANGE, check_same_settings
 
 # Budget of the CPU default (``quadgpt compare``: 4 kinds x 3 seeds on configs/tiny.toml), sized for
 # the hard limit of 60 minutes on a 2-core CPU even when the machine is shared. Measured (see
@@ -85,6 +91,14 @@ class ProbeSettings:
             raise ConfigError(f"eval_every must be >= 1; got {self.eval_every}.")
         if not 0.0 <= self.replay_fraction < 1.0:
             raise ConfigError(f"replay_fraction must be in [0, 1); got {self.replay_fraction}.")
+
+
+def base_config(config_path: str | None, overrides: list[str]) -> Config:
+    """The probe's model/train config: defaults < ``--config`` file < command-line overrides.
+    Without a file, the tiny model and the CPU budget above (``DEFAULT_OVERRIDES``) stand in for it."""
+    if config_path is None:
+        return load_config(DEFAULT_CONFIG, DEFAULT_OVERRIDES + overrides)
+    return load_config(config_path, overrides)
 
 
 def task_names(tasks: list[str]) -> list[str]:
@@ -162,12 +176,47 @@ def prepared_task(source: str, data_root: Path) -> str:
     return str(out)
 
 
+def check_phase_folder(config: Config) -> None:
+    """Refuse (SettingsMismatch, naming the keys) a phase folder made with other settings than
+    ``config``: its finished result or its checkpoints would stand in for a different phase."""
+    out = Path(config.train.out_dir)
+    check_same_settings(out / "config.json", config, REUSE_MAY_CHANGE, f"The phase in '{out}'",
+                        "rerun with those settings, or write this probe to another --out.")
+
+
+def plan_probe(base: Config, settings: ProbeSettings, run_dir: Path, seed: int, *, with_files: bool = True
+               ) -> list[Config | None]:
+    """Every phase's config (None for a phase 0 replaced by ``init_from``), checked before any is run.
+
+    Always checks each config alone (``quadgpt.validate.check_config``); with ``with_files``, also
+    its data, the free disk space, and that an existing phase folder was made with these settings.
+    Raises ConfigError, DataError or CheckpointError.
+    """
+    from quadgpt.validate import check_config, check_data, check_disk
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    configs: list[Config | None] = []
+    for index in range(len(settings.tasks)):
+        config = phase_config(base, settings, index, run_dir, seed)
+        if index == 0 and settings.init_from:
+            configs.append(None)
+            continue
+        check_config(config, world)
+        if with_files:
+            check_data(config, world)
+            check_disk(config)
+            check_phase_folder(config)
+        configs.append(config)
+    return configs
+
+
 def run_phase(config: Config) -> dict[str, Any]:
-    """Train one phase unless its summary says it finished; return the summary."""
+    """Train one phase unless its summary says it finished (with these settings); return the summary."""
     from quadgpt.trainer import train
 
     out = Path(config.train.out_dir)
     done = out / SUMMARY_FILE
+    check_phase_folder(config)
     if done.is_file():
         return json.loads(done.read_text())
     summary = train(config)
@@ -240,18 +289,26 @@ def run_probe(base: Config, settings: ProbeSettings, run_dir: str | Path, seed: 
     """Run (or resume) every phase of the probe in ``run_dir`` and return its analysis, which is
     also written to ``run_dir/probe.json``."""
     run_dir = Path(run_dir)
+    configs = plan_probe(base, settings, run_dir, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     phase_dirs, summaries = [], []
-    for index in range(len(settings.tasks)):
-        config = phase_config(base, settings, index, run_dir, seed)
-        phase_dirs.append(Path(config.train.out_dir))
-        if index == 0 and settings.init_from:
-            summaries.append({})
-            continue
-        summaries.append(run_phase(config))
-    result = analyse(settings, phase_dirs) | {"seed": seed, "phases": summaries, "settings": dataclasses.asdict(settings)}
+    for index, config in enumerate(configs):
+        phase_dirs.append(Path(phase_config(base, settings, index, run_dir, seed).train.out_dir))
+        summaries.append({} if config is None else run_phase(config))
+    result = analyse(settings, phase_dirs) | {
+        "seed": seed, "phases": summaries, "settings": dataclasses.asdict(settings),
+        "phase_configs": [None if c is None else c.to_dict() for c in configs],  # what each phase really ran
+    }
     write_json_atomic(run_dir / PROBE_FILE, result)
     return result
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"1,2,3"`` -> ``[1, 2, 3]``; ConfigError when no seed is given."""
+    seeds = [int(s) for s in text.split(",") if s.strip()]
+    if not seeds:
+        raise ConfigError(f"--seeds {text!r} names no seed: give at least one, e.g. --seeds 1,2,3.")
+    return seeds
 
 
 def aggregate(results: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
@@ -294,9 +351,8 @@ def main(argv: list[str]) -> int:
     try:
         config_path, overrides, rest = split_config_args(argv)
         args = parser.parse_args(rest)
-        if config_path is None:
-            config_path, overrides = DEFAULT_CONFIG, DEFAULT_OVERRIDES + overrides
-        base = load_config(config_path, overrides)
+        out = Path(args.out)
+        base = base_config(config_path, overrides)
         sources = [t for t in args.tasks.split(",") if t]
         steps = [int(s) for s in args.steps.split(",")]
         settings = ProbeSettings(
@@ -308,15 +364,20 @@ def main(argv: list[str]) -> int:
             freeze_base=args.freeze_base,
         )
         check_output_path(args.out, [*task_inputs(sources, Path(args.data_root)), args.init_from], suffix="forgetting")
+        seeds = parse_seeds(args.seeds)
+        for seed in seeds:  # the configs alone, before any corpus is prepared
+            plan_probe(base, settings, out / f"seed{seed}", seed, with_files=False)
         settings.tasks = [prepared_task(t, Path(args.data_root)) for t in sources]
-        seeds = [int(s) for s in args.seeds.split(",") if s]
-    except (ConfigError, ValueError) as err:
+        for seed in seeds:  # their data, disk space and any earlier phase folders, before phase A of seed 1
+            plan_probe(base, settings, out / f"seed{seed}", seed)
+    except (ConfigError, DataError, CheckpointError, ValueError) as err:
         print(f"quadgpt eval forgetting: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    from quadgpt.trainer import ResultLost, TrainingDiverged
+
     try:
         results = [run_probe(base, settings, out / f"seed{seed}", seed) for seed in seeds]
-    except PhaseInterrupted as err:
+    except (PhaseInterrupted, TrainingDiverged, ResultLost) as err:
         print(f"quadgpt eval forgetting: {err}", file=sys.stderr)
         return 1
     write_json_atomic(out / "forgetting.json", {"seeds": seeds, "aggregate": aggregate(results), "runs": results})

@@ -36,28 +36,36 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-PNG_SOFTWARE = "quadgpt"  # the PNG "Software" text that marks a figure as quadgpt's own
+FIGURE_MARK = "quadgpt"  # the PNG "Software" / PDF and SVG "Creator" that marks a figure as ours
+_MARKS = (b"Software\x00quadgpt", b"(quadgpt)", b"<dc:title>quadgpt", b">quadgpt<")
 
 
-def is_quadgpt_png(path: str | Path) -> bool:
-    """Whether ``path`` is a PNG that ``save_figure_atomic`` wrote (its text chunks precede the image)."""
+def is_quadgpt_figure(path: str | Path) -> bool:
+    """Whether ``path`` is a figure that ``save_figure_atomic`` wrote: PNG text chunks precede the
+    image; a PDF's Info dictionary and an SVG's metadata sit in its first few kilobytes."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(4096)
+            head = handle.read(1 << 16)
     except OSError:
         return False
-    return head.startswith(b"\x89PNG") and b"Software\x00" + PNG_SOFTWARE.encode() in head
+    return any(mark in head for mark in _MARKS)
 
 
 def save_figure_atomic(fig, path: str | Path, **savefig_kwargs: Any) -> Path:
-    """Save a matplotlib figure as PNG atomically, marked as quadgpt's (``is_quadgpt_png``), and close it."""
+    """Save a matplotlib figure atomically, in the format its suffix names (.png, .pdf, .svg, ...),
+    marked as quadgpt's (``is_quadgpt_figure``), and close it. The temporary name hides the
+    suffix, so the format is passed explicitly."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_sibling(path)
-    fig.savefig(tmp, format="png", metadata={"Software": PNG_SOFTWARE}, **savefig_kwargs)
-    plt.close(fig)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    marker = {"png": {"Software": FIGURE_MARK}, "pdf": {"Creator": FIGURE_MARK}, "svg": {"Creator": FIGURE_MARK}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_sibling(path)
+        fig.savefig(tmp, format=fmt, metadata=marker.get(fmt), **savefig_kwargs)
+    finally:
+        plt.close(fig)
     os.replace(tmp, path)
     return path
 

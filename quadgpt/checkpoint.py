@@ -223,6 +223,26 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"Checkpoint '{path}' does not exist (give a checkpoint folder, a run folder, RUN/best or RUN/last).")
 
 
+def resolve_resumable(path: str | Path) -> Path:
+    """The full checkpoint ``--resume PATH`` continues from: a ``step_<N>`` folder as given, or
+    the newest ``step_<N>`` of a run folder (``RUN`` or ``RUN/last``; never its weights-only best/).
+
+    Raises CheckpointError when there is none, or when ``path`` holds weights only.
+    """
+    path = Path(path)
+    if path.is_dir() and not is_checkpoint(path) and not (path / WEIGHTS_FILE).exists():
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            return latest
+    found = resolve_checkpoint(path)
+    if not (found / OPTIMIZER_FILE).is_file():
+        raise CheckpointError(
+            f"'{found}' holds weights only, not a training state to resume: resume from a run folder or one of its "
+            f"{STEP_PREFIX}<N> checkpoints, or start a new run from these weights with train.init_from={found}."
+        )
+    return found
+
+
 def read_config(folder: Path) -> Config:
     try:
         return config_from_json(json.loads((folder / CONFIG_FILE).read_text()))
@@ -257,16 +277,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GP
 # --------------------------------------------------------------------------------------
 
 
-def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 # Model fields that change no tensor shape or meaning of a weight: free to differ on resume.
 _RUNTIME_MODEL_FIELDS = {"model.dropout", "model.attention", "model.ffn.kernel", "model.ffn.freeze_base"}
 
@@ -274,8 +284,10 @@ _RUNTIME_MODEL_FIELDS = {"model.dropout", "model.attention", "model.ffn.kernel",
 def check_compatible(folder: str | Path, config: Config) -> None:
     """Raise CheckpointError listing every architecture field where ``config`` differs from the
     checkpoint at ``folder`` (dropout, attention backend and kernel choice may differ)."""
-    saved = _flatten(dataclasses.asdict(read_config(Path(folder)).model), "model.")
-    wanted = _flatten(dataclasses.asdict(config.model), "model.")
+    from .run_settings import flatten
+
+    saved = flatten(dataclasses.asdict(read_config(Path(folder)).model), "model.")
+    wanted = flatten(dataclasses.asdict(config.model), "model.")
     diffs = [
         f"{key}: checkpoint {saved.get(key)!r}, config {wanted.get(key)!r}"
         for key in sorted(set(saved) | set(wanted))

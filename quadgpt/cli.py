@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("quadgpt.sample_cli", "generate text from a checkpoint"),
     "export": ("quadgpt.hf.export", "export a checkpoint to Hugging Face format"),
     "import-hf": ("quadgpt.hf.import_gpt2", "turn a GPT-2 Hugging Face model into a checkpoint"),
-    "plot": ("quadgpt.plotting", "plot train/val loss of one or more runs (PNG)"),
+    "plot": ("quadgpt.plotting", "plot train/val loss of one or more runs (PNG, PDF, SVG)"),
     "eval": ("eval.cli", "evaluation: `eval ppl` (perplexity), `eval forgetting` (probe)"),
     "compare": ("eval.compare", "train and compare FFN kinds at matched parameters"),
 }

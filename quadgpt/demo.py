@@ -64,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for the whole demo (default: 600)")
     parser.add_argument("--prompt", default="def ", help="text the sample continues")
     started = time.time()
+    from .trainer import ResultLost, TrainingDiverged, train  # (bound before the except clauses name them)
+
     try:
         config_path, overrides, rest = split_config_args(argv)
         args = parser.parse_args(rest)
         config = load_config(config_path or args.config, [f"train.out_dir={args.out}", "train.resume=auto", *overrides])
         ensure_dataset(config.data.dataset, config.data.source)
-        from .trainer import train  # accelerate is imported here, after the cheap checks
 
         baseline = unigram_baseline_loss(config.data.dataset)
         left = args.budget - (time.time() - started) - RESERVE_S
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, DataError) as err:
         print(f"quadgpt demo: error: {err}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, ResultLost) as err:  # trained, but nothing usable was saved
+        print(f"quadgpt demo: stopped: {err}", file=sys.stderr)
+        return 1
     val = summary["best_val_loss"]
     print(
         f"\nquadgpt demo: {summary['steps']} steps, {summary['tokens']:,} tokens ({summary['stopped_by']}); "

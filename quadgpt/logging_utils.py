@@ -86,6 +86,24 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+def set_aside_metrics(run_dir: str | Path) -> Path | None:
+    """Rename the ``metrics.jsonl`` of an earlier run in ``run_dir`` to ``metrics.abandoned-<N>.jsonl``
+    (kept, never deleted) and return its new path; None if there was none.
+
+    Called when a run starts from step 0 in a folder that holds no checkpoint: whatever is in
+    the record then belongs to a run that died before saving, and appending to it would mix
+    two runs in one curve.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    n = 1
+    while (aside := path.with_name(f"metrics.abandoned-{n}.jsonl")).exists():
+        n += 1
+    path.rename(aside)
+    return aside
+
+
 def format_line(record: dict[str, Any]) -> str:
     """A short human line for the console."""
     parts = [f"step {record['step']}"]

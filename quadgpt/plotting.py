@@ -1,4 +1,4 @@
-"""``quadgpt plot RUN... --out F.png``: train and validation loss against tokens seen, one colour
+"""``quadgpt plot RUN... --out F.png|F.pdf|F.svg``: train and validation loss against tokens seen, one colour
 per run, so that runs of different FFN kinds (or seeds) can be compared on one figure.
 
 Tokens, not steps, on the x axis: runs with different batch sizes stay comparable.
@@ -10,17 +10,34 @@ import argparse
 import sys
 from pathlib import Path
 
-from .atomic import is_quadgpt_png, save_figure_atomic
+from .atomic import is_quadgpt_figure, save_figure_atomic
 from .logging_utils import METRICS_FILE, read_metrics
 from .safety import UnsafeOutput, check_output_path, free_sibling
 
 
+def check_figure_path(out: str | Path) -> None:
+    """Raise ValueError unless matplotlib can write the format ``out``'s suffix names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    suffix = Path(out).suffix.lstrip(".").lower()
+    if suffix not in formats:
+        raise ValueError(f"--out '{out}': the file name must end in one of .{', .'.join(sorted(formats))} "
+                         "(the suffix picks the format), e.g. loss.png.")
+
+
 def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens", title: str | None = None,
               val_key: str = "val_loss") -> Path:
-    """Draw every run's training loss (thin line) and ``val_key`` (markers) into the PNG ``out``.
+    """Draw every run's training loss (thin line) and ``val_key`` (markers) into ``out``, in the
+    format its suffix names (PNG, PDF, SVG, ...).
 
-    Raises ``UnsafeOutput`` (before reading anything) when ``out`` does not end in .png, is or
-    holds a run's metrics file, or is an existing file that is not a quadgpt plot."""
+    Raises (before reading anything) ValueError for a suffix matplotlib cannot write, and
+    ``UnsafeOutput`` when ``out`` is or holds a run's metrics file or is an existing file that is
+    not a quadgpt figure; FileNotFoundError for a run without metrics, OSError when ``out``
+    cannot be written."""
     check_plot_out(run_dirs, out)
     import matplotlib
 
@@ -50,21 +67,21 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "tokens", ti
 
 
 def check_plot_out(run_dirs: list[str | Path], out: str | Path) -> None:
-    """The rules of ``plot_runs``' output: a .png that overwrites neither an input nor a file it did not write."""
+    """The rules of ``plot_runs``' output: a figure format, overwriting neither an input nor a
+    file quadgpt did not write."""
     out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise UnsafeOutput(f"--out '{out}' must end in .png: plot writes PNG images.")
+    check_figure_path(out)
     check_output_path(out, [Path(run) / METRICS_FILE for run in run_dirs], suffix="plot")
-    if out.exists() and not is_quadgpt_png(out):
+    if out.exists() and not is_quadgpt_figure(out):
         raise UnsafeOutput(f"--out '{out}' exists and is not a plot quadgpt wrote; choose another, e.g. "
-                           f"{free_sibling(out, 'plot').with_suffix('.png')}")
+                           f"{free_sibling(out, 'plot').with_suffix(out.suffix)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Plot train/val loss of one or more runs (train.out_dir folders) into one PNG."""
+    """Plot train/val loss of one or more runs (train.out_dir folders) into one figure (PNG, PDF, SVG, ...)."""
     parser = argparse.ArgumentParser(prog="quadgpt plot", description=main.__doc__)
     parser.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--out", required=True, help="figure to write; its suffix picks the format (.png, .pdf, .svg)")
     parser.add_argument("--x", choices=("tokens", "step"), default="tokens", help="x axis (default: tokens)")
     parser.add_argument("--val-key", default="val_loss", help="eval record to plot, e.g. val_loss/<name> of data.extra_val")
     parser.add_argument("--title", default=None)
@@ -74,5 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"quadgpt plot: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the runs were fine; the figure could not be written
+        print(f"quadgpt plot: error: could not write '{args.out}': {err.strerror or err}.", file=sys.stderr)
+        return 1
     print(f"wrote {path}")
     return 0

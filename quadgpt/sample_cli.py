@@ -326,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
             use_cache=not args.no_cache,
         )
         settings.check(block_size)
-    except (CheckpointError, ValueError, TokenizerUnavailable) as err:
+    except (CheckpointError, ValueError) as err:
+        print(f"quadgpt sample: {err}", file=sys.stderr)
+        return 2  # bad input (checkpoint, flags, prompt); nothing was generated
+    except TokenizerUnavailable as err:  # the machine, not the input
         print(f"quadgpt sample: {err}", file=sys.stderr)
         return 1
 

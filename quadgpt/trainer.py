@@ -41,6 +41,7 @@ from .checkpoint import (
     prepare_tmp_folder,
     read_meta,
     resolve_checkpoint,
+    resolve_resumable,
     save_rank_state,
     set_rng_state,
     step_checkpoints,
@@ -49,15 +50,28 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, load_config, split_config_args
 from .data import BatchLoader, DataError, validation_windows
-from .logging_utils import RunLogger, format_line, mfu, peak_tflops, truncate_metrics
+from .logging_utils import RunLogger, format_line, mfu, peak_tflops, set_aside_metrics, truncate_metrics
 from .metrics import perplexity
 from .model import GPT
 from .safety import UnsafeOutput, check_output_path
+from .run_settings import RESUME_MAY_CHANGE, check_same_settings
 from .schedule import check_schedule, lr_at
 
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite losses; the message names the last good checkpoint."""
+
+
+class ResultLost(RuntimeError):
+    """The run ended but its final checkpoint (or its best/ weights) could not be saved.
+
+    ``summary`` is the run summary ``Trainer.run`` returned; the message names what was lost and
+    the newest checkpoint that was saved.
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +237,9 @@ class Trainer:
         if t.distributed == "fsdp" and not self.fsdp and self.is_main:
             print(f"quadgpt: train.distributed=fsdp needs several CUDA processes; this run is "
                   f"{acc.distributed_type.value} on {acc.device.type}, so the model is replicated.", file=sys.stderr)
+        from .validate import check_run  # imports this module: here, not at the top
+
+        check_run(config, self.world)  # before any folder is made or step taken
         self.plan = plan_batches(config, self.world)
         self.run_dir = Path(t.out_dir)
         self.device = acc.device
@@ -232,7 +249,6 @@ class Trainer:
         set_seed(t.seed)  # same initial weights on every rank
         model = GPT(config.model)
         if self.resume_from is not None:
-            check_compatible(self.resume_from, config)
             load_weights(model, self.resume_from)
         elif t.init_from:
             source = resolve_checkpoint(t.init_from)
@@ -262,10 +278,16 @@ class Trainer:
         self.last_val_step: int | None = None  # step of last_val's evaluation
         self.last_checkpoint: Path | None = None
         self.stop_signal: str | None = None
+        self.best_save_error: str | None = None  # set while best/ is older than the best evaluation
         if self.resume_from is not None:
             self._load_state(self.resume_from)  # restores every RNG too
         else:
             torch.manual_seed(t.seed + self.rank)  # dropout differs per rank; rank 0 matches a single process
+            # a fresh run never appends to the record of one that died before its first checkpoint
+            aside = set_aside_metrics(self.run_dir) if self.is_main else None
+            if aside is not None:
+                print(f"quadgpt: {self.run_dir} held the metrics of a run with no checkpoint; kept as {aside.name}, "
+                      "starting a fresh record.", file=sys.stderr, flush=True)
         self.logger = RunLogger(
             self.run_dir, enabled=self.is_main, config=config.to_dict(), tensorboard=t.tensorboard,
             wandb=t.wandb, wandb_project=t.wandb_project,
@@ -279,10 +301,14 @@ class Trainer:
     def _find_resume(self) -> Path | None:
         t = self.config.train
         existing = latest_checkpoint(self.run_dir)
-        if t.resume == "auto":
-            return existing
         if t.resume:
-            return resolve_checkpoint(t.resume)
+            found = existing if t.resume == "auto" else resolve_resumable(t.resume)
+            if found is not None:  # continue the same run, not a similar one
+                check_same_settings(
+                    found / "config.json", self.config, RESUME_MAY_CHANGE, f"Checkpoint '{found}'",
+                    "resume with its settings (its config.json) or start a new run in another train.out_dir.",
+                )
+            return found
         if existing is not None:
             raise ConfigError(
                 f"train.out_dir '{self.run_dir}' already holds checkpoints (newest: {existing.name}). Continue it with "
@@ -293,16 +319,9 @@ class Trainer:
     def _make_data(self) -> None:
         cfg, t = self.config, self.config.train
         block = cfg.model.block_size
-        n_replay = 0
-        if cfg.data.replay_dataset:
-            if not 0.0 < cfg.data.replay_fraction < 1.0:
-                raise ConfigError(f"data.replay_fraction must be in (0, 1) with a replay_dataset; got {cfg.data.replay_fraction}.")
-            n_replay = round(cfg.data.replay_fraction * t.batch_size)
-            if not 0 < n_replay < t.batch_size:
-                raise ConfigError(
-                    f"data.replay_fraction={cfg.data.replay_fraction} of train.batch_size={t.batch_size} gives "
-                    f"{n_replay} replay sequences per micro-batch; it must be between 1 and batch_size-1."
-                )
+        from .validate import replay_sequences  # checked by check_run
+
+        n_replay = replay_sequences(cfg) if cfg.data.replay_dataset else 0
         common = dict(rank=self.rank, world_size=self.world, sampling=cfg.data.sampling)
         self.loaders = {"train": BatchLoader(cfg.data.dataset, "train", block, t.batch_size - n_replay, seed=t.seed, **common)}
         if n_replay:
@@ -483,7 +502,10 @@ class Trainer:
         try:
             write_folder_atomically(target, lambda tmp: write_model_files(tmp, state, self.config, meta))
         except CheckpointError as err:
+            self.best_save_error = f"{err} (best val loss {self.best_val:.4f} at step {self.step})"
             print(f"quadgpt: WARNING: {err}", file=sys.stderr, flush=True)
+        else:
+            self.best_save_error = None
 
     # ----------------------------------------------------------------------------------
     # The loop
@@ -572,7 +594,7 @@ class Trainer:
                     self.save_checkpoint()
             if self.last_val_step != self.step:
                 self._log_eval()
-            self.save_checkpoint()
+            final_saved = self.save_checkpoint() is not None
         finally:
             for s, handler in handlers.items():
                 signal.signal(s, handler)
@@ -592,11 +614,23 @@ class Trainer:
             "stopped_by": reason,
             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "best_checkpoint": str(self.run_dir / BEST_NAME) if (self.run_dir / BEST_NAME).is_dir() else None,
+            "lost": self._lost(final_saved, reason),
         }
         val = f"{self.last_val:.4f}" if self.last_val is not None else "n/a"
         self._print(f"quadgpt: stopped by {reason} after {self.step - start_step} steps this session; "
                     f"final val loss {val}; checkpoint {summary['last_checkpoint']}")
         return summary
+
+    def _lost(self, final_saved: bool, reason: str) -> list[str]:
+        """What of this run's result is not on disk, as sentences (empty when all is saved)."""
+        lost = []
+        if not final_saved:
+            kept = self.last_checkpoint or "none"
+            lost.append(f"the final checkpoint (step {self.step}, stopped by {reason}) could not be saved; "
+                        f"the newest saved checkpoint is {kept}")
+        if self.best_save_error:
+            lost.append(f"best/ is stale: {self.best_save_error}")
+        return lost
 
     def _log_train(self, loss: float, grad_norm: float, tokens_per_s: float) -> None:
         record = {
@@ -639,10 +673,22 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def finish(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` if the run's result is saved; otherwise raise ResultLost saying what is missing."""
+    if summary["lost"]:
+        raise ResultLost("; ".join(summary["lost"]) + ".", summary)
+    return summary
+
+
 def train(config: Config) -> dict[str, Any]:
     """Train with ``config``; returns the run summary (final/best val loss, tokens, steps,
-    tokens/s, stop reason, run folder, last and best checkpoint paths)."""
-    return Trainer(config).run()
+    tokens/s, stop reason, run folder, last and best checkpoint paths).
+
+    Raises ConfigError / DataError / CheckpointError before anything is created when the config,
+    its data, its resume checkpoint or the free disk space cannot work; TrainingDiverged; and
+    ResultLost when training ended but its final checkpoint or best/ could not be written.
+    """
+    return finish(Trainer(config).run())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -669,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, DataError, UnsafeOutput) as err:
         print(f"quadgpt train: error: {err}", file=sys.stderr)
         return 2
-    except TrainingDiverged as err:
+    except (TrainingDiverged, ResultLost) as err:
         print(f"quadgpt train: stopped: {err}", file=sys.stderr)
         return 1
     return 0

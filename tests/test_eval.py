@@ -176,15 +176,20 @@ def test_two_step_probe_end_to_end_and_resumable(tasks, tmp_path):
 
 
 def test_interrupted_phase_resumes_where_it_stopped(tasks, tmp_path, monkeypatch):
-    import dataclasses
-
     import quadgpt.trainer
 
     real_train = quadgpt.trainer.train
 
-    def killed_after_one_step(config):  # as if SIGTERM arrived after step 1
-        summary = real_train(dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=1)))
-        return summary | {"stopped_by": "signal (SIGTERM)"}
+    def killed_after_one_step(config):  # SIGTERM arrives during step 1: the step ends, is saved, the run stops
+        trainer = quadgpt.trainer.Trainer(config)
+        real_step = trainer.train_step
+
+        def step_then_signal():
+            trainer.stop_signal = "SIGTERM"
+            return real_step()
+
+        trainer.train_step = step_then_signal
+        return trainer.run()
 
     base = load_config(None, MICRO)
     settings = forgetting.ProbeSettings(tasks=tasks, steps=[3, 2], eval_every=1)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import tiny_model_config
 
-from quadgpt.checkpoint import CheckpointError, load_model, resolve_checkpoint
+from quadgpt.checkpoint import load_model, resolve_checkpoint
 from quadgpt.config import ConfigError, load_config
 from quadgpt.data import FORMAT_NAME, FORMAT_VERSION, META_FILE, shard_name
 from quadgpt.logging_utils import read_metrics
@@ -176,7 +176,9 @@ def test_failed_save_keeps_previous_checkpoint(data, tmp_path, monkeypatch, caps
         return real_write(folder, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "write_model_files", disk_full_after_first_checkpoint)
-    summary = train(config_for(data, tmp_path / "run", max_steps=8, ckpt_interval=4))
+    with pytest.raises(trainer_module.ResultLost, match="final checkpoint .step 8.*step_00000004") as lost:
+        train(config_for(data, tmp_path / "run", max_steps=8, ckpt_interval=4))
+    summary = lost.value.summary
     err = capsys.readouterr().err
     assert "saving checkpoint" in err and "No space left" in err and "step_00000004) is intact" in err
     run = tmp_path / "run"
@@ -215,11 +217,11 @@ def test_config_errors_name_the_field(data, tmp_path):
         Trainer(config)
     with pytest.raises(ConfigError, match="no end"):
         Trainer(config_for(data, tmp_path / "r3", max_steps=0))
-    train(config_for(data, tmp_path / "r4", max_steps=1))
+    train(config_for(data, tmp_path / "r4", max_steps=1, warmup_steps=1))
     with pytest.raises(ConfigError, match="already holds checkpoints.*--resume auto"):
-        Trainer(config_for(data, tmp_path / "r4", max_steps=1))
+        Trainer(config_for(data, tmp_path / "r4", max_steps=1, warmup_steps=1))
     wider = load_config(None, tiny_overrides(data, tmp_path / "r4", resume="auto") + ["--model.n_embd=64"])
-    with pytest.raises(CheckpointError, match="model.n_embd: checkpoint 32, config 64"):
+    with pytest.raises(ConfigError, match="model.n_embd: 32 there, 64 now"):
         Trainer(wider)
 
 
