@@ -100,11 +100,11 @@ def set_gradient_sync(model: nn.Module, enabled: bool) -> None:
 def clip_grad_norm_(model: nn.Module, max_norm: float) -> float:
     """Clip the gradients of ``model`` to total L2 norm ``max_norm`` (``math.inf`` = only measure)
     and return the norm before clipping, over all shards (the same number on every rank)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params], norm_type=2.0)
     if hasattr(norm, "full_tensor"):  # a DTensor holding each rank's partial norm
         norm = norm.full_tensor()
-    torch.nn.utils.clip_grads_with_norm_(grads, max_norm, norm)
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)  # takes parameters, scales their .grad
     return float(norm)
 
 
