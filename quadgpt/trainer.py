@@ -50,7 +50,6 @@ from .checkpoint import (
     save_sharded,
     set_rng_state,
     step_checkpoints,
-    write_folder_atomically,
     write_model_files,
 )
 from .config import Config, ConfigError, load_config, split_config_args
