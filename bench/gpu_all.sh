@@ -27,4 +27,11 @@ step ffn_1024 python bench/ffn.py --widths 1024
 step train_step python bench/ffn.py --no-table --step --kinds mlp,swiglu,quadratic,kan
 step train_throughput python bench/train_throughput.py
 step generate python bench/generate.py --config configs/gpt2-small.toml
+# DDP vs FSDP2 (and activation checkpointing) on every GPU of the machine: tokens/s, peak memory
+ngpu=$(nvidia-smi -L | wc -l)
+if [ "$ngpu" -ge 2 ]; then
+    step fsdp_vs_ddp python -m torch.distributed.run --standalone --nproc_per_node "$ngpu" bench/distributed.py
+else
+    echo "== fsdp_vs_ddp skipped: $ngpu GPU (needs 2 or more)" | tee "$out/fsdp_vs_ddp.txt"
+fi
 exit $status

@@ -2,13 +2,16 @@
 
 A checkpoint folder holds
 
-- ``model.safetensors``: the weights (the LM head tied to ``wte`` is stored once, as ``wte.weight``);
+- ``model.safetensors``: the weights (the LM head tied to ``wte`` is stored once, as ``wte.weight``),
+  or, with ``train.checkpoint_format = "dcp"``, ``dcp/``: a ``torch.distributed.checkpoint``
+  folder in which each rank wrote its own shards of the weights (and of the optimizer state);
 - ``config.json``: the whole run ``Config`` (``Config.to_dict()``), enough to rebuild the model;
 - ``meta.json``: step, tokens seen, val loss, tokenizer, dataset, quadgpt version;
 
 and, for the trainer's full checkpoints (what ``--resume`` needs), also
 
-- ``optimizer.pt``: the optimizer's ``state_dict`` (tensors and numbers only);
+- ``optimizer.pt``: the optimizer's state keyed by parameter name (tensors and numbers only;
+  in ``dcp/`` instead for sharded checkpoints);
 - ``rank_<r>.pt``: each process's RNG states (python, numpy, torch, cuda) and data-loader position.
 
 Every ``.pt`` is read with ``torch.load(weights_only=True)``: a checkpoint can hold data, never code.
@@ -42,7 +45,8 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
 OPTIMIZER_FILE = "optimizer.pt"
-REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, META_FILE)
+DCP_DIR = "dcp"  # a torch.distributed.checkpoint folder: {"model": weights, "optim": optimizer state}
+REQUIRED_FILES = (CONFIG_FILE, META_FILE)  # plus the weights: WEIGHTS_FILE or DCP_DIR
 STEP_PREFIX = "step_"
 BEST_NAME = "best"
 LAST_NAME = "last"
@@ -68,9 +72,8 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def weights_for_saving(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop entries that alias an earlier entry (tied weights: safetensors refuses shared memory),
-    strip ``torch.compile``'s ``_orig_mod.`` from names, and make tensors contiguous on the CPU."""
+def without_aliases(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the entries that alias an earlier entry (tied weights)."""
     seen: set[tuple[int, int, tuple[int, ...]]] = set()
     out = {}
     for name, tensor in state.items():
@@ -78,15 +81,63 @@ def weights_for_saving(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         if tensor.device.type != "meta" and key in seen:
             continue
         seen.add(key)
-        out[name.replace("_orig_mod.", "")] = tensor.detach().to("cpu").contiguous()
+        out[name] = tensor
     return out
 
 
+def weights_for_saving(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop entries that alias an earlier entry (tied weights: safetensors refuses shared memory),
+    strip ``torch.compile``'s ``_orig_mod.`` from names, and make tensors contiguous on the CPU."""
+    state = without_aliases(state)
+    return {name.replace("_orig_mod.", ""): t.detach().to("cpu").contiguous() for name, t in state.items()}
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether ``folder`` holds weights: ``model.safetensors`` or a DCP folder."""
+    return (folder / WEIGHTS_FILE).is_file() or (folder / DCP_DIR / ".metadata").is_file()
+
+
+def save_sharded(folder: Path, state: dict[str, Any]) -> None:
+    """Every rank writes its shards of ``state`` (``parallel.sharded_state``) into ``folder/dcp``.
+    Collective when a process group exists; DCP raises on every rank if one rank fails."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(state, checkpoint_id=str(folder / DCP_DIR))
+
+
+def sharded_entries(folder: Path) -> set[str]:
+    """The top-level entries (``"model"``, ``"optim"``) of ``folder``'s DCP checkpoint."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        keys = FileSystemReader(str(folder / DCP_DIR)).read_metadata().state_dict_metadata
+    except Exception as err:  # a missing or truncated .metadata
+        raise CheckpointError(f"Could not read the sharded checkpoint '{folder / DCP_DIR}': {err}") from err
+    return {key.split(".", 1)[0] for key in keys}
+
+
+def load_sharded(folder: Path, state: dict[str, Any], no_dist: bool = False) -> None:
+    """Fill ``state`` (tensors shaped and sharded as this run's) in place from ``folder/dcp``;
+    DCP reshards as needed. ``no_dist``: this rank reads alone, without the process group.
+
+    Raises CheckpointError when the folder is unreadable or lacks an entry of ``state``."""
+    import torch.distributed.checkpoint as dcp
+
+    try:
+        dcp.load(state, checkpoint_id=str(folder / DCP_DIR), no_dist=no_dist)
+    except Exception as err:  # DCP wraps per-rank failures in its own exception types
+        raise CheckpointError(f"Could not read the sharded checkpoint '{folder / DCP_DIR}': {err}") from err
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load ``path``'s ``model.safetensors`` into ``model`` (keys missing from the file must be
-    tied aliases of keys present, e.g. ``lm_head.weight`` of ``wte.weight``)."""
+    """Load ``path``'s weights (``model.safetensors``, else its DCP folder, read by this process
+    alone) into the unsharded ``model`` (keys missing from the file must be tied aliases of keys
+    present, e.g. ``lm_head.weight`` of ``wte.weight``). Raises CheckpointError if they do not fit."""
     model = unwrap(model)
     weights_path = Path(path) / WEIGHTS_FILE
+    if not weights_path.is_file() and (Path(path) / DCP_DIR).is_dir():
+        load_sharded(Path(path), {"model": without_aliases(model.state_dict())}, no_dist=True)  # loads in place
+        return
     try:
         state = load_file(str(weights_path))
     except Exception as err:  # safetensors raises its own error types for truncated files
@@ -154,11 +205,13 @@ def base_meta(config: Config, meta: dict[str, Any] | None = None) -> dict[str, A
 
 
 def write_model_files(
-    folder: Path, state: dict[str, torch.Tensor], config: Config, meta: dict[str, Any] | None = None
+    folder: Path, state: dict[str, torch.Tensor] | None, config: Config, meta: dict[str, Any] | None = None
 ) -> None:
-    """Write ``model.safetensors``, ``config.json`` and ``meta.json`` into ``folder``."""
+    """Write ``model.safetensors`` (unless ``state`` is None: the weights are in ``dcp/``),
+    ``config.json`` and ``meta.json`` into ``folder``."""
     full_meta = base_meta(config, meta)
-    save_file(weights_for_saving(state), str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    if state is not None:
+        save_file(weights_for_saving(state), str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     write_json_atomic(folder / CONFIG_FILE, config.to_dict())
     write_json_atomic(folder / META_FILE, full_meta)
 
@@ -176,7 +229,7 @@ def save_model_checkpoint(path: str | Path, model: nn.Module, config: Config, me
 
 
 def is_checkpoint(folder: Path) -> bool:
-    return folder.is_dir() and all((folder / name).is_file() for name in REQUIRED_FILES)
+    return folder.is_dir() and all((folder / name).is_file() for name in REQUIRED_FILES) and has_weights(folder)
 
 
 def step_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -209,7 +262,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return latest
     if path.is_dir():
         missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-        if (path / WEIGHTS_FILE).exists() or (path / META_FILE).exists():  # a run folder has config.json too
+        if not has_weights(path):
+            missing.append(f"{WEIGHTS_FILE} (or {DCP_DIR}/)")
+        if (path / WEIGHTS_FILE).exists() or (path / DCP_DIR).exists() or (path / META_FILE).exists():  # a run folder has config.json too
             raise CheckpointError(f"Checkpoint '{path}' is incomplete: missing {', '.join(missing)}.")
         if is_checkpoint(path / BEST_NAME):
             return path / BEST_NAME
@@ -217,7 +272,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if latest is not None:
             return latest
         raise CheckpointError(
-            f"'{path}' is neither a checkpoint (with {', '.join(REQUIRED_FILES)}) nor a run folder "
+            f"'{path}' is neither a checkpoint (with {WEIGHTS_FILE}, {', '.join(REQUIRED_FILES)}) nor a run folder "
             f"holding '{BEST_NAME}/' or '{STEP_PREFIX}<N>/' checkpoints."
         )
     raise CheckpointError(f"Checkpoint '{path}' does not exist (give a checkpoint folder, a run folder, RUN/best or RUN/last).")

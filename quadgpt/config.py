@@ -96,7 +96,9 @@ class TrainConfig:
     resume: str = ""  # "" = fresh run, "auto" = latest checkpoint in out_dir, or a path
     init_from: str = ""  # start from this checkpoint's weights (fresh optimizer, step 0)
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
-    distributed: Literal["ddp", "fsdp"] = "ddp"
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # fsdp = FSDP2 sharding (quadgpt/parallel.py)
+    checkpoint_format: Literal["safetensors", "dcp"] = "safetensors"  # dcp = sharded, each rank writes its own
+    activation_checkpointing: bool = False  # recompute each block's activations in backward
     peak_tflops: float = 0.0  # 0 = look the accelerator up in quadgpt's table
     tensorboard: bool = False
     wandb: bool = False

@@ -1,7 +1,8 @@
 """``quadgpt train`` / ``python train.py``: the training loop, on HF accelerate.
 
 One code path for a CPU, one GPU, and many GPUs or nodes (``accelerate launch`` or ``torchrun``
-set the process group up; DDP by default, FSDP with ``train.distributed=fsdp``). A step is
+set the process group up; DDP by default, FSDP2 with ``train.distributed=fsdp``, wrapped by
+``parallel.py``). A step is
 ``accum`` micro-batches whose gradients are averaged; ``accum`` follows from the global batch in
 tokens. Every rank draws the same global batch from the loader and keeps its slice, so N
 processes reproduce one process holding the whole batch.
@@ -27,8 +28,10 @@ from typing import Any
 import torch
 
 from .atomic import tmp_sibling, write_json_atomic
+from . import parallel
 from .checkpoint import (
     BEST_NAME,
+    DCP_DIR,
     OPTIMIZER_FILE,
     STEP_PREFIX,
     CheckpointError,
@@ -37,15 +40,17 @@ from .checkpoint import (
     latest_checkpoint,
     load_pt,
     load_rank_state,
+    load_sharded,
     load_weights,
+    sharded_entries,
     prepare_tmp_folder,
     read_meta,
     resolve_checkpoint,
     resolve_resumable,
     save_rank_state,
+    save_sharded,
     set_rng_state,
     step_checkpoints,
-    write_folder_atomically,
     write_model_files,
 )
 from .config import Config, ConfigError, load_config, split_config_args
@@ -185,8 +190,9 @@ def keep_freed_memory_in_process() -> None:
 
 
 def make_accelerator(config: Config):
-    """An ``accelerate.Accelerator`` for ``train.device`` / ``train.dtype`` / ``train.distributed``."""
-    from accelerate import Accelerator, FullyShardedDataParallelPlugin
+    """An ``accelerate.Accelerator`` for ``train.device`` / ``train.dtype``: device, process group
+    and autocast (FSDP wrapping is ``parallel.py``'s, on CPU and GPU alike)."""
+    from accelerate import Accelerator
 
     t = config.train
     device = t.device
@@ -204,16 +210,10 @@ def make_accelerator(config: Config):
     else:
         raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N; got {t.device!r}.")
     dtype = t.dtype if t.dtype != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
+    if t.distributed == "fsdp" and dtype == "fp16":
+        raise ConfigError("train.dtype=fp16 is not supported with train.distributed=fsdp; use bf16 (or fp32).")
     precision = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[dtype]
-    fsdp = None
-    if t.distributed == "fsdp":
-        fsdp = FullyShardedDataParallelPlugin(
-            auto_wrap_policy="transformer_based_wrap",
-            transformer_cls_names_to_wrap=["Block"],
-            use_orig_params=True,  # keeps 2-D/1-D params apart for weight decay
-            state_dict_type="FULL_STATE_DICT",
-        )
-    return Accelerator(cpu=device == "cpu", mixed_precision=precision, fsdp_plugin=fsdp, step_scheduler_with_optimizer=False)
+    return Accelerator(cpu=device == "cpu", mixed_precision=precision, step_scheduler_with_optimizer=False)
 
 
 class Trainer:
@@ -224,7 +224,7 @@ class Trainer:
     """
 
     def __init__(self, config: Config) -> None:
-        from accelerate.utils import DistributedType, set_seed
+        from accelerate.utils import set_seed
 
         self.config = config
         t = config.train
@@ -233,10 +233,10 @@ class Trainer:
         self.accelerator = acc = make_accelerator(config)
         self.rank, self.world = acc.process_index, acc.num_processes
         self.is_main = acc.is_main_process
-        self.fsdp = acc.distributed_type == DistributedType.FSDP
-        if t.distributed == "fsdp" and not self.fsdp and self.is_main:
-            print(f"quadgpt: train.distributed=fsdp needs several CUDA processes; this run is "
-                  f"{acc.distributed_type.value} on {acc.device.type}, so the model is replicated.", file=sys.stderr)
+        self.fsdp = t.distributed == "fsdp" and self.world > 1
+        if t.distributed == "fsdp" and not self.fsdp:
+            print("quadgpt: train.distributed=fsdp with one process: nothing to shard, training unsharded.", file=sys.stderr)
+        self.sharded_ckpt = t.checkpoint_format == "dcp"
         from .validate import check_run  # imports this module: here, not at the top
 
         check_run(config, self.world)  # before any folder is made or step taken
@@ -249,7 +249,8 @@ class Trainer:
         set_seed(t.seed)  # same initial weights on every rank
         model = GPT(config.model)
         if self.resume_from is not None:
-            load_weights(model, self.resume_from)
+            if not (self.resume_from / DCP_DIR).is_dir():  # a sharded one is loaded after wrapping
+                load_weights(model, self.resume_from)
         elif t.init_from:
             source = resolve_checkpoint(t.init_from)
             check_compatible(source, config)
@@ -257,9 +258,9 @@ class Trainer:
         self.raw_model = model
         self.flops_per_token = model.flops_per_token(config.model.block_size)
         decayed = decayed_names(model)  # before FSDP flattens the parameters
-        if t.compile:
-            model = torch.compile(model)
-        self.model = acc.prepare(model)  # model before optimizer: FSDP needs the wrapped parameters
+        # model before optimizer: under FSDP the optimizer must hold the sharded parameters
+        self.model = parallel.parallelize(model, acc, fsdp=self.fsdp, activation_checkpointing=t.activation_checkpointing,
+                                          compile=t.compile, dtype=acc.mixed_precision)
         fused = {"fused": True} if self.device.type == "cuda" else {}
         optimizer = torch.optim.AdamW(
             param_groups(self.model, t.weight_decay, decayed), lr=t.lr,
@@ -339,12 +340,13 @@ class Trainer:
             if name not in rank_state["loader"]:
                 raise CheckpointError(f"Checkpoint '{folder}' has no '{name}' loader state: resume with the same data.replay_dataset.")
             loader.load_state_dict(rank_state["loader"][name])
-        optim_state = load_pt(folder / OPTIMIZER_FILE)
-        if self.fsdp:
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-            optim_state = FSDP.optim_state_dict_to_load(self.model, self.optimizer.optimizer, optim_state)
-        self.optimizer.optimizer.load_state_dict(optim_state)
+        if (folder / DCP_DIR).is_dir():  # weights and optimizer, each rank reading its shards
+            stepped = "optim" in sharded_entries(folder)
+            state = parallel.sharded_state(self.model, self.optimizer.optimizer if stepped else None)
+            load_sharded(folder, state)
+            parallel.load_sharded_state(self.model, self.optimizer.optimizer, state)
+        else:
+            parallel.load_optimizer_state(self.model, self.optimizer.optimizer, load_pt(folder / OPTIMIZER_FILE))
         self.step, self.tokens = int(meta["step"]), int(meta["tokens"])
         self.elapsed_before = float(meta.get("elapsed", 0.0))
         self.skipped_steps = int(meta.get("skipped_steps", 0))
@@ -383,7 +385,9 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.plan.accum):
             x, y = self.next_batch()
-            sync = contextlib.nullcontext() if micro == self.plan.accum - 1 else acc.no_sync(self.model)
+            last = micro == self.plan.accum - 1
+            parallel.set_gradient_sync(self.model, last)  # FSDP; DDP's counterpart is no_sync
+            sync = contextlib.nullcontext() if last else acc.no_sync(self.model)
             with sync:
                 loss = self.compute_loss(x, y)
                 acc.backward(loss / self.plan.accum)
@@ -395,8 +399,11 @@ class Trainer:
             self.stop_signal = "signal on another process"
         grad_norm = None
         if math.isfinite(loss_value):
-            norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-            grad_norm = float(norm)
+            max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
+            if self.fsdp:
+                grad_norm = parallel.clip_grad_norm_(self.model, max_norm)
+            else:
+                grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), max_norm))
         # fp16's loss scaler expects overflowing gradients early on: it skips those steps itself
         overflow_is_normal = self.accelerator.mixed_precision == "fp16" and grad_norm is not None
         if grad_norm is None or not (math.isfinite(grad_norm) or overflow_is_normal):
@@ -441,31 +448,54 @@ class Trainer:
             "elapsed": self.elapsed(),
             "skipped_steps": self.skipped_steps,
             "world_size": self.world,
-            "kind": "full",
         }
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``step_<N>`` atomically on every rank's behalf, then drop old ones beyond keep_last.
-
-        On failure (disk full, permissions) the partial folder is removed, the previous
-        checkpoint stays as it was, a warning names it, and training goes on.
-        """
-        acc = self.accelerator
+        """Write ``step_<N>`` atomically on every rank's behalf, then drop old ones beyond keep_last."""
         final = self.run_dir / f"{STEP_PREFIX}{self.step:08d}"
         if self.last_checkpoint == final:
             return final
+        if not self._write_checkpoint(final, full=True):
+            return None
+        self.last_checkpoint = final
+        return final
+
+    def save_best(self) -> None:
+        """Weights-only ``best/`` checkpoint (what eval and sampling load). A failed save is
+        remembered: while ``best/`` is older than the best evaluation, the run's result is lost."""
+        if self._write_checkpoint(self.run_dir / BEST_NAME, full=False):
+            self.best_save_error = None
+        else:
+            self.best_save_error = f"saving it failed (best val loss {self.best_val:.4f} at step {self.step})"
+
+    def _write_checkpoint(self, final: Path, full: bool) -> bool:
+        """Write checkpoint folder ``final`` (``full``: with optimizer and per-rank states) through a
+        temporary folder every rank writes into; rank 0 renames it into place. Collective.
+
+        On failure (disk full, permissions) the partial folder is removed, the previous
+        checkpoint stays as it was, a warning names it, training goes on, and False is returned.
+        """
+        acc = self.accelerator
+        optimizer = self.optimizer.optimizer
         tmp = tmp_sibling(final)
         if self.is_main:
             prepare_tmp_folder(final)
         acc.wait_for_everyone()
-        model_state = acc.get_state_dict(self.model)  # collective under FSDP
-        optim_state = self._optimizer_state()  # collective under FSDP
+        # collectives under FSDP, so outside the try: every rank takes part
+        model_state = None if self.sharded_ckpt else parallel.full_model_state(self.model)
+        optim_state = parallel.optimizer_state(self.model, optimizer) if full and not self.sharded_ckpt else None
+        meta = self._checkpoint_meta() | {"kind": "full" if full else "model", "format": self.config.train.checkpoint_format}
         error: BaseException | None = None
         try:
-            save_rank_state(tmp, self.rank, {name: loader.state_dict() for name, loader in self.loaders.items()})
+            if self.sharded_ckpt:
+                stepped = full and bool(optimizer.state)
+                save_sharded(tmp, parallel.sharded_state(self.model, optimizer if stepped else None))
+            if full:
+                save_rank_state(tmp, self.rank, {name: loader.state_dict() for name, loader in self.loaders.items()})
             if self.is_main:
-                write_model_files(tmp, model_state, self.config, self._checkpoint_meta())
-                torch.save(optim_state, tmp / OPTIMIZER_FILE)
+                write_model_files(tmp, model_state, self.config, meta)
+                if optim_state is not None:
+                    torch.save(optim_state, tmp / OPTIMIZER_FILE)
         except Exception as err:  # noqa: BLE001 - reported below, the run continues
             error = err
         failed = acc.reduce(torch.tensor(float(error is not None), device=self.device), reduction="sum").item()
@@ -474,38 +504,15 @@ class Trainer:
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 commit_tmp_folder(final)
-                for old in step_checkpoints(self.run_dir)[: -self.config.train.keep_last]:
-                    shutil.rmtree(old, ignore_errors=True)
+                if full:
+                    for old in step_checkpoints(self.run_dir)[: -self.config.train.keep_last]:
+                        shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         if failed:
-            kept = self.last_checkpoint or "none yet"
+            kept = f"the previous checkpoint ({self.last_checkpoint or 'none yet'})" if full else f"the previous '{final}'"
             print(f"quadgpt: WARNING: saving checkpoint {final} failed ({error or 'on another process'}); "
-                  f"the previous checkpoint ({kept}) is intact.", file=sys.stderr, flush=True)
-            return None
-        self.last_checkpoint = final
-        return final
-
-    def _optimizer_state(self) -> dict[str, Any]:
-        if self.fsdp:
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-            return FSDP.optim_state_dict(self.model, self.optimizer.optimizer)
-        return self.optimizer.optimizer.state_dict()
-
-    def save_best(self) -> None:
-        """Weights-only ``best/`` checkpoint (what eval and sampling load)."""
-        state = self.accelerator.get_state_dict(self.model)
-        if not self.is_main:
-            return
-        target = self.run_dir / BEST_NAME
-        meta = self._checkpoint_meta() | {"kind": "model"}
-        try:
-            write_folder_atomically(target, lambda tmp: write_model_files(tmp, state, self.config, meta))
-        except CheckpointError as err:
-            self.best_save_error = f"{err} (best val loss {self.best_val:.4f} at step {self.step})"
-            print(f"quadgpt: WARNING: {err}", file=sys.stderr, flush=True)
-        else:
-            self.best_save_error = None
+                  f"{kept} is intact.", file=sys.stderr, flush=True)
+        return not failed
 
     # ----------------------------------------------------------------------------------
     # The loop

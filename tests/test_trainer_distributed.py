@@ -3,31 +3,11 @@ and a 2-process run stopped and resumed continues the same curve."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from test_trainer import REPO_ROOT, config_for, losses, make_token_dataset, tiny_overrides
+from helpers import torchrun
+from test_trainer import config_for, losses, make_token_dataset, tiny_overrides
 
 from quadgpt.trainer import train
-
-
-def torchrun(args: list[str], cwd: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO_ROOT / "train.py"), *args]
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # its own process group: a hang is killed whole
-    try:
-        out, _ = proc.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun hung; its output:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-3000:]
 
 
 @pytest.mark.slow
