@@ -411,6 +411,12 @@ def load_pt(path: Path) -> Any:
 
 def load_rank_state(folder: Path, rank: int, world_size: int) -> dict[str, Any]:
     """This process's saved state; the checkpoint must come from a run with the same process count."""
+    check_world_size(folder, world_size)
+    return load_pt(folder / rank_file(rank))
+
+
+def check_world_size(folder: Path, world_size: int) -> None:
+    """CheckpointError unless the checkpoint at ``folder`` was written by ``world_size`` processes."""
     saved_world = read_meta(folder).get("world_size", 1)
     if saved_world != world_size:
         raise CheckpointError(
@@ -418,4 +424,3 @@ def load_rank_state(folder: Path, rank: int, world_size: int) -> dict[str, Any]:
             "each process's data position and RNG are saved per rank, so resume with the same count "
             "(or start a new run from its weights with --train.init_from)."
         )
-    return load_pt(folder / rank_file(rank))

@@ -36,6 +36,7 @@ from .checkpoint import (
     STEP_PREFIX,
     CheckpointError,
     check_compatible,
+    check_world_size,
     commit_tmp_folder,
     latest_checkpoint,
     load_pt,
@@ -305,6 +306,7 @@ class Trainer:
         if t.resume:
             found = existing if t.resume == "auto" else resolve_resumable(t.resume)
             if found is not None:  # continue the same run, not a similar one
+                check_world_size(found, self.world)  # the first reason to refuse, when it is one
                 check_same_settings(
                     found / "config.json", self.config, RESUME_MAY_CHANGE, f"Checkpoint '{found}'",
                     "resume with its settings (its config.json) or start a new run in another train.out_dir.",

@@ -288,14 +288,14 @@ def test_signal_whose_save_failed_is_a_failure(data, tmp_path, monkeypatch):
 
 
 def test_failed_best_checkpoint_is_a_failure(data, tmp_path, capsys, monkeypatch):
-    real_write = trainer_module.write_folder_atomically
+    real_write = trainer_module.write_model_files
 
-    def best_fails(final, write):
-        if Path(final).name == "best":
-            raise trainer_module.CheckpointError("Saving the checkpoint 'best' failed (disk full)")
-        return real_write(final, write)
+    def best_fails(folder, *args, **kwargs):
+        if Path(folder).name.endswith("best"):  # best/ or its temporary folder
+            raise OSError(28, "No space left on device")
+        return real_write(folder, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "write_folder_atomically", best_fails)
+    monkeypatch.setattr(trainer_module, "write_model_files", best_fails)
     assert train_main(tiny_overrides(data, tmp_path / "run")) == 1
     assert "best" in capsys.readouterr().err.splitlines()[-1]
 

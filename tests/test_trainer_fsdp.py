@@ -118,7 +118,7 @@ def test_fsdp_checkpoint_is_the_single_process_format(runs, tmp_path, capsys):
 
 def test_init_from_a_single_process_checkpoint_under_fsdp(runs):
     root, data = runs
-    torchrun(fsdp_args(data, root / "init", max_steps=1, init_from=str(root / "one" / "step_00000006")), root)
+    torchrun(fsdp_args(data, root / "init", max_steps=1, warmup_steps=1, init_from=str(root / "one" / "step_00000006")), root)
     assert losses(root / "init", "val_loss")[0] == pytest.approx(losses(root / "one", "val_loss")[6], abs=1e-5)
 
 
