@@ -50,7 +50,8 @@ class ModelConfig:
     n_head: int = 12
     n_embd: int = 768
     block_size: int = 1024
-    vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64 for speed
+    vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64 for speed (bytes: 257 -> 320)
+    tokenizer: str = "gpt2"  # what the ids mean: gpt2 | bytes (quadgpt.tokenizer.TOKENIZERS); data must match
     dropout: float = 0.0
     bias: bool = True
     attention: Literal["auto", "sdpa", "flash_attn", "math"] = "auto"

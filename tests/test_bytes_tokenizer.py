@@ -1,0 +1,124 @@
+"""The byte-level tokenizer through every path: registry, prepare, the train-time vocabulary
+check, the checkpoint's record of it, streaming samples, bits per byte and the HF export."""
+
+from __future__ import annotations
+
+import random
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_prep.prepare import main as prepare_main
+from data_prep.shards import encode_batch
+from quadgpt.data import TokenDataset, load_meta
+from quadgpt.tokenizer import BYTES_EOT, TOKENIZERS, get_tokenizer, padded_vocab_size
+from quadgpt.trainer import main as train_main
+
+FEW_MODULES = ("bisect.py", "colorsys.py", "fnmatch.py", "shlex.py", "this.py")
+BYTES_VOCAB = 320
+
+
+def random_text(rng: random.Random, n: int = 400) -> str:
+    """Text mixing ASCII, Latin accents, CJK, emoji (4-byte UTF-8), newlines and tabs."""
+    pools = ["abc xyz\n\t", "éüßç", "漢字かな한글", "😀🚀🧠", "€£¥", "\r\n  "]
+    return "".join(rng.choice(rng.choice(pools)) for _ in range(n))
+
+
+def test_registry_and_round_trip():
+    tok = get_tokenizer("bytes")
+    assert (tok.n_vocab, tok.eot_id, padded_vocab_size(tok.n_vocab)) == (257, BYTES_EOT, BYTES_VOCAB)
+    assert padded_vocab_size(get_tokenizer("gpt2").n_vocab) == 50304
+    assert set(TOKENIZERS) >= {"gpt2", "bytes"}
+    rng = random.Random(0)
+    for _ in range(20):
+        text = random_text(rng)
+        ids = tok.encode(text)
+        assert ids == list(text.encode("utf-8")) and tok.decode(ids) == text
+        assert tok.encode_to_numpy(text).tolist() == ids
+    assert tok.encode("<|endoftext|>") == list(b"<|endoftext|>")  # special text stays text
+    assert tok.token_bytes(BYTES_EOT) == b"" and tok.token_bytes(0xE2) == b"\xe2"
+    with pytest.raises(ValueError, match="Unknown tokenizer 'bpe'.*gpt2, bytes"):
+        get_tokenizer("bpe")
+
+
+def test_encode_batch_with_bytes():
+    texts = ["caf\u00e9", "\U0001f600"]
+    split, tokens, domain_tokens, _ = encode_batch(("bytes", "train", [0, 0], texts, 1))
+    assert tokens.tolist() == list("café".encode()) + [256] + list("😀".encode()) + [256]
+    assert domain_tokens.tolist() == [len(tokens)]
+
+
+def prepare_few_modules(out: Path, tokenizer: str) -> Path:
+    """builtin:stdlib prepared by the CLI from a few stdlib modules (the same code path, fast)."""
+    mp = pytest.MonkeyPatch()
+    root = Path(sysconfig.get_paths()["stdlib"])
+    mp.setattr("data_prep.sources.stdlib_files", lambda: [root / n for n in FEW_MODULES])
+    try:
+        assert prepare_main(["builtin:stdlib", "--tokenizer", tokenizer, "--out", str(out), "--val-count", "2",
+                             "--num-proc", "1", "--no-progress"]) == 0
+    finally:
+        mp.undo()
+    return out
+
+
+@pytest.fixture(scope="module")
+def byte_data(tmp_path_factory) -> Path:
+    return prepare_few_modules(tmp_path_factory.mktemp("data") / "stdlib-bytes", "bytes")
+
+
+def test_prepare_records_the_byte_tokenizer(byte_data: Path):
+    meta = load_meta(byte_data)
+    assert (meta["tokenizer"], meta["vocab_size"], meta["eot_token"], meta["dtype"]) == ("bytes", 257, 256, "uint16")
+    tokens = np.concatenate([TokenDataset(byte_data, s).read(0, len(TokenDataset(byte_data, s))) for s in ("train", "val")])
+    assert tokens.max() == 256 and (tokens == 256).sum() == sum(meta["splits"][s]["documents"] for s in ("train", "val"))
+    docs = bytes(tokens[tokens != 256].astype(np.uint8)).decode("utf-8")
+    root = Path(sysconfig.get_paths()["stdlib"])
+    assert (root / "bisect.py").read_text() in docs
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=32", "--model.block_size=32",
+        f"--data.dataset={data}", "--data.val_windows=4", f"--train.out_dir={out}", "--train.device=cpu",
+        "--train.batch_size=4", "--train.max_steps=4", "--train.warmup_steps=1", "--train.eval_interval=2",
+        "--train.log_interval=2", "--train.ckpt_interval=4", *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "prepared with the 'bytes' tokenizer but the model is configured for 'gpt2'"),
+        (["--model.tokenizer=bytes", "--model.vocab_size=256"], "--model.vocab_size=320"),
+    ],
+)
+def test_train_refuses_a_model_that_cannot_read_the_data(byte_data, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert train_main(train_args(byte_data, out, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before anything was created
+
+
+def test_train_refuses_bpe_data_for_a_byte_model(tmp_path, capsys):
+    bpe = prepare_few_modules(tmp_path / "stdlib-gpt2", "gpt2")
+    out = tmp_path / "run"
+    assert train_main(train_args(bpe, out, "--model.tokenizer=bytes", f"--model.vocab_size={BYTES_VOCAB}")) == 2
+    assert "prepared with the 'gpt2' tokenizer but the model is configured for 'bytes'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def byte_run(byte_data, tmp_path_factory) -> Path:
+    """A byte-level model trained a few steps on the byte data."""
+    out = tmp_path_factory.mktemp("runs") / "bytes"
+    assert train_main(train_args(byte_data, out, "--model.tokenizer=bytes", f"--model.vocab_size={BYTES_VOCAB}")) == 0
+    return out
+
+
+def test_checkpoint_records_the_tokenizer(byte_run):
+    from quadgpt.checkpoint import load_model
+
+    _, config, meta = load_model(byte_run / "last")
+    assert meta["tokenizer"] == config.model.tokenizer == "bytes"
