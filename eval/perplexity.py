@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from quadgpt import metrics
 from quadgpt.atomic import write_json_atomic
-from quadgpt.tokenizer import EOT_TOKEN, get_tokenizer
+from quadgpt.tokenizer import get_tokenizer
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -73,12 +73,13 @@ def sliding_windows(tokens: torch.Tensor, block_size: int, stride: int) -> tuple
 
 @functools.lru_cache(maxsize=4)
 def token_byte_lengths(tokenizer_name: str = "gpt2") -> torch.Tensor:
-    """UTF-8 length of each token id's text; 0 for the end-of-text separator, which is not text."""
-    enc = get_tokenizer(tokenizer_name)
-    lengths = [len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)]
-    if tokenizer_name == "gpt2":
-        lengths[EOT_TOKEN] = 0
-    return torch.tensor(lengths, dtype=torch.long)
+    """UTF-8 length of each token id's text; 0 for the end-of-text separator, which is not text
+    (its loss is charged to the text's bytes). For ``bytes`` every other id is 1 byte, so bits per
+    byte is exactly the nats of the scored tokens / ln 2 / the text bytes among them."""
+    tokenizer = get_tokenizer(tokenizer_name)
+    lengths = torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.n_vocab)], dtype=torch.long)
+    lengths[tokenizer.eot_id] = 0
+    return lengths
 
 
 @torch.no_grad()
@@ -162,8 +163,7 @@ def load_scorer(path: str | Path, device: str = "cpu") -> Scorer:
     from quadgpt.checkpoint import load_model
 
     model, config, meta = load_model(path, device=device)  # in eval mode
-    tokenizer_name = meta.get("tokenizer", "gpt2")
-    return Scorer(lambda idx: model(idx)[0], config.model.block_size, tokenizer_name, device_t, "checkpoint")
+    return Scorer(lambda idx: model(idx)[0], config.model.block_size, config.model.tokenizer, device_t, "checkpoint")
 
 
 def text_tokens(path: str | Path, tokenizer_name: str = "gpt2") -> torch.Tensor:
@@ -175,7 +175,7 @@ def text_tokens(path: str | Path, tokenizer_name: str = "gpt2") -> torch.Tensor:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"'{path}' is not UTF-8 text ({err}); convert it first.") from err
-    return torch.tensor(get_tokenizer(tokenizer_name).encode_ordinary(text), dtype=torch.long)
+    return torch.tensor(get_tokenizer(tokenizer_name).encode(text), dtype=torch.long)
 
 
 def main(argv: list[str]) -> int:

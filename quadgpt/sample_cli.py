@@ -25,7 +25,7 @@ import torch
 
 from .model import GPT
 from .sampling import check_sampling_args
-from .tokenizer import EOT_TOKEN, TokenizerUnavailable, get_tokenizer
+from .tokenizer import Tokenizer, TokenizerUnavailable, get_tokenizer
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
 
@@ -35,10 +35,11 @@ class TextStream:
 
     ``push`` returns only text that is final: bytes of a UTF-8 character split across tokens
     wait for the rest, and a tail that could still grow into a stop string is held back. The
-    sample ends at the first stop string (which is not part of the text) or at ``stop_token``.
+    sample ends at the first stop string (which is not part of the text) or at ``stop_token``
+    (usually ``tokenizer.eot_id``; None = never).
     """
 
-    def __init__(self, tokenizer, stop: Sequence[str] = (), stop_token: int | None = EOT_TOKEN):
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), stop_token: int | None = None):
         self.tokenizer = tokenizer
         self.stop = [s for s in stop if s]
         self.stop_token = stop_token
@@ -52,7 +53,7 @@ class TextStream:
             return ""
         if token == self.stop_token:
             return self.finish()
-        self.text += self.decoder.decode(self.tokenizer.decode_single_token_bytes(token))
+        self.text += self.decoder.decode(self.tokenizer.token_bytes(token))
         if self._cut_at_stop():
             return self._take(len(self.text))
         return self._take(len(self.text) - self._held_back())
@@ -117,10 +118,11 @@ class SampleSettings:
             )
 
 
-def encode_prompts(prompts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each prompt; a prompt that tokenises to nothing is an error (nothing to continue)."""
-    tokenizer = get_tokenizer()
-    encoded = [tokenizer.encode_ordinary(p) for p in prompts]
+def encode_prompts(prompts: Sequence[str], tokenizer: Tokenizer | None = None) -> list[list[int]]:
+    """Token ids of each prompt (default tokenizer: GPT-2's); a prompt that tokenises to nothing is
+    an error (nothing to continue)."""
+    tokenizer = tokenizer or get_tokenizer()
+    encoded = [tokenizer.encode(p) for p in prompts]
     for i, ids in enumerate(encoded):
         if not ids:
             raise ValueError(
@@ -144,8 +146,8 @@ def generate_texts(
     """
     settings.check(model.config.block_size)
     device = torch.device(device)
-    tokenizer = get_tokenizer()
-    encoded = encode_prompts(prompts)
+    tokenizer = get_tokenizer(model.config.tokenizer)
+    encoded = encode_prompts(prompts, tokenizer)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     texts: list[list[str]] = [[""] * settings.num_samples for _ in prompts]
     by_length: dict[int, list[int]] = {}
@@ -153,7 +155,7 @@ def generate_texts(
         by_length.setdefault(len(ids), []).append(i)
     for group in by_length.values():
         rows = [(p, s) for p in group for s in range(settings.num_samples)]
-        streams = [TextStream(tokenizer, settings.stop, EOT_TOKEN if settings.stop_at_eot else None) for _ in rows]
+        streams = [TextStream(tokenizer, settings.stop, tokenizer.eot_id if settings.stop_at_eot else None) for _ in rows]
         idx = torch.tensor([encoded[p] for p, _ in rows], dtype=torch.long, device=device)
 
         def emit(row: int, piece: str) -> None:
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         prompts = read_prompts(args, defaults.prompt)
         settings.check(model.config.block_size)
-        encode_prompts(prompts)
+        encode_prompts(prompts, get_tokenizer(model.config.tokenizer))
     except (CheckpointError, ValueError, TokenizerUnavailable) as err:
         print(f"quadgpt sample: {err}", file=sys.stderr)
         return 1

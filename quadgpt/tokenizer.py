@@ -2,7 +2,8 @@
 
 Every tokenizer is an object with the same small interface (``Tokenizer``): ``encode`` (text ->
 ids, special tokens in the text treated as plain text), ``decode`` (ids -> text),
-``token_bytes`` (one id -> the bytes it stands for; ``b""`` for end-of-text), ``eot_id`` (the
+``token_bytes`` (one id -> the bytes it stands for; end-of-text shows as ``<|endoftext|>``, though
+it is no text and counts no bytes in bits per byte), ``eot_id`` (the
 id that separates documents in the token shards) and ``n_vocab``. ``get_tokenizer(name)`` is
 the only way code obtains one, so adding a tokenizer is one class and one registry line.
 
@@ -21,6 +22,7 @@ import numpy as np
 EOT_TOKEN = 50256  # GPT-2's <|endoftext|>
 GPT2_VOCAB_SIZE = 50257
 BYTES_EOT = 256  # the byte tokenizer's end-of-text: the first id after the 256 byte values
+EOT_TEXT = "<|endoftext|>"  # how end-of-text is written when decoded (the same for every tokenizer)
 DEFAULT_TOKENIZER = "gpt2"
 
 
@@ -76,7 +78,7 @@ class GPT2Tokenizer:
         return self.encoding.decode([int(i) for i in ids])
 
     def token_bytes(self, token: int) -> bytes:
-        return b"" if token == self.eot_id else self.encoding.decode_single_token_bytes(token)
+        return self.encoding.decode_single_token_bytes(token)  # 50256 is "<|endoftext|>" in the BPE
 
 
 class ByteTokenizer:
@@ -98,7 +100,7 @@ class ByteTokenizer:
 
     def token_bytes(self, token: int) -> bytes:
         if token == self.eot_id:
-            return b""
+            return EOT_TEXT.encode()
         if not 0 <= token < 256:
             raise ValueError(f"Token id {token} is not a byte (0-255) nor the byte tokenizer's end-of-text (256).")
         return bytes((token,))

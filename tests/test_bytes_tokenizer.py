@@ -38,7 +38,7 @@ def test_registry_and_round_trip():
         assert ids == list(text.encode("utf-8")) and tok.decode(ids) == text
         assert tok.encode_to_numpy(text).tolist() == ids
     assert tok.encode("<|endoftext|>") == list(b"<|endoftext|>")  # special text stays text
-    assert tok.token_bytes(BYTES_EOT) == b"" and tok.token_bytes(0xE2) == b"\xe2"
+    assert tok.token_bytes(BYTES_EOT) == b"<|endoftext|>" and tok.token_bytes(0xE2) == b"\xe2"
     with pytest.raises(ValueError, match="Unknown tokenizer 'bpe'.*gpt2, bytes"):
         get_tokenizer("bpe")
 
@@ -122,3 +122,35 @@ def test_checkpoint_records_the_tokenizer(byte_run):
 
     _, config, meta = load_model(byte_run / "last")
     assert meta["tokenizer"] == config.model.tokenizer == "bytes"
+
+
+def test_stream_keeps_multibyte_characters_whole():
+    from quadgpt.sample_cli import TextStream
+
+    tok = get_tokenizer("bytes")
+    text = "é€😀 naïve 漢字\n"
+    stream = TextStream(tok, stop=(), stop_token=tok.eot_id)
+    pieces = [stream.push(t) for t in tok.encode(text) + [tok.eot_id]]
+    assert "".join(pieces) == text and stream.done
+    assert all("\ufffd" not in p for p in pieces)
+    # a 4-byte emoji shows nothing until its last byte, then the whole character
+    assert pieces[5:9] == ["", "", "", "😀"]
+
+
+def test_byte_model_samples_and_scores_bits_per_byte(byte_run, byte_data, tmp_path, capsys):
+    import json
+    import math
+
+    from eval.cli import main as eval_main
+    from quadgpt.sample_cli import main as sample_main
+
+    assert sample_main([str(byte_run), "--prompt", "é", "--max-new-tokens", "20", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("é")
+    out = tmp_path / "ppl.json"
+    assert eval_main(["ppl", str(byte_run), "--data", str(byte_data), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    val = TokenDataset(byte_data, "val")
+    targets = val.read(1, len(val) - 1)
+    assert result["tokens"] == len(targets) and result["bytes"] == int((targets != BYTES_EOT).sum())
+    total_nats = result["loss"] * result["tokens"]
+    assert result["bits_per_byte"] == pytest.approx(total_nats / (math.log(2) * result["bytes"]), rel=1e-12)
