@@ -157,8 +157,10 @@ def load_scorer(path: str | Path, device: str = "cpu") -> Scorer:
         hf_model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=True, torch_dtype=torch.float32)
         hf_model.to(device_t).eval()
         block_size = int(hf_model.config.max_position_embeddings)  # quadgpt's block_size, GPT-2's n_positions
-        # exports ship GPT-2's BPE files (quadgpt.hf.tokenizer_files): the tokenizer is always gpt2
-        return Scorer(lambda idx: hf_model(input_ids=idx).logits, block_size, "gpt2", device_t, "hf")
+        from quadgpt.hf.tokenizer_export import exported_tokenizer_name
+
+        tokenizer_name = exported_tokenizer_name(path)
+        return Scorer(lambda idx: hf_model(input_ids=idx).logits, block_size, tokenizer_name, device_t, "hf")
 
     from quadgpt.checkpoint import load_model
 

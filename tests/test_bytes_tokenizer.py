@@ -154,3 +154,32 @@ def test_byte_model_samples_and_scores_bits_per_byte(byte_run, byte_data, tmp_pa
     assert result["tokens"] == len(targets) and result["bytes"] == int((targets != BYTES_EOT).sum())
     total_nats = result["loss"] * result["tokens"]
     assert result["bits_per_byte"] == pytest.approx(total_nats / (math.log(2) * result["bytes"]), rel=1e-12)
+
+
+def test_export_ships_a_byte_tokenizer_that_round_trips(byte_run, byte_data, tmp_path, monkeypatch):
+    import json
+
+    import transformers
+
+    from eval.cli import main as eval_main
+    from quadgpt.hf.export import export
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = export(byte_run, tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    ours = get_tokenizer("bytes")
+    rng = random.Random(1)
+    for _ in range(20):
+        text = random_text(rng)
+        ids = hf_tok(text)["input_ids"]
+        assert ids == ours.encode(text)
+        assert hf_tok.decode(ids) == text
+    assert hf_tok.eos_token_id == ours.eot_id == 256
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == 256
+    scores = []
+    for model in (byte_run / "last", out):  # the export counts bytes as the checkpoint does
+        path = tmp_path / f"{len(scores)}.json"
+        assert eval_main(["ppl", str(model), "--data", str(byte_data), "--windows", "4", "--json", str(path)]) == 0
+        scores.append(json.loads(path.read_text()))
+    assert scores[0]["bytes"] == scores[1]["bytes"]
+    assert scores[1]["bits_per_byte"] == pytest.approx(scores[0]["bits_per_byte"], rel=1e-4)
