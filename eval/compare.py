@@ -46,6 +46,7 @@ from quadgpt.data import validation_windows
 BUILTIN_VARIANTS: dict[str, list[str]] = {
     "mlp-gelu": ["model.ffn.kind=mlp", "model.ffn.activation=gelu"],
     "mlp-relu": ["model.ffn.kind=mlp", "model.ffn.activation=relu"],
+    "mlp-relu2": ["model.ffn.kind=mlp", "model.ffn.activation=relu2"],
     "swiglu": ["model.ffn.kind=swiglu"],
     "quadratic": ["model.ffn.kind=quadratic"],
     "kan": ["model.ffn.kind=kan"],

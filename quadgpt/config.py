@@ -34,7 +34,7 @@ class FFNConfig:
 
     kind: str = "mlp"  # mlp | swiglu | quadratic | kan (see quadgpt.ffn.FFN_REGISTRY)
     hidden: int = 0  # hidden width; 0 = the kind's parameter-matched default
-    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"  # mlp only
+    activation: Literal["gelu", "gelu_tanh", "relu", "relu2"] = "gelu"  # mlp only; relu2 = relu(x)^2
     rank: int = 1  # quadratic: number of (xu)(xv) products per hidden unit
     linear_term: bool = True  # quadratic: keep the + x.w term
     grid_size: int = 5  # kan: intervals of the uniform B-spline grid

@@ -1,4 +1,9 @@
-"""The GPT-2 feed-forward block: Linear d->h, ReLU or GELU, Linear h->d (default h = 4d)."""
+"""The GPT-2 feed-forward block: Linear d->h, an activation, Linear h->d (default h = 4d).
+
+Activations: GELU (exact or tanh), ReLU, and ReLU² = relu(x)² (modded-nanogpt, nanochat). ReLU²
+is itself a piecewise-quadratic neuron, which makes it the natural control for ``quadratic``: the
+same parameters and matmuls as the GELU MLP, a squared instead of a smooth unit.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from torch import nn
 from .base import FFN, init_linear_
 
 # Elementwise FLOPs per hidden unit of each activation (rough counts; matmuls dominate).
-_ACTIVATION_FLOPS = {"relu": 1, "gelu": 8, "gelu_tanh": 8}
+_ACTIVATION_FLOPS = {"relu": 1, "relu2": 2, "gelu": 8, "gelu_tanh": 8}
 
 
 class MLP(FFN):
@@ -42,6 +47,8 @@ class MLP(FFN):
     def act(self, h: torch.Tensor) -> torch.Tensor:
         if self.activation == "relu":
             return F.relu(h)
+        if self.activation == "relu2":
+            return F.relu(h).square()
         return F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ width (never quadgpt's 0 = "default"), so this file needs none of quadgpt's widt
 from transformers import PretrainedConfig
 
 FFN_KINDS = ("mlp", "swiglu", "quadratic", "kan")
-MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "relu2")
 
 
 class QuadGPTConfig(PretrainedConfig):

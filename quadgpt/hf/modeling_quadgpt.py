@@ -37,6 +37,8 @@ class MLP(nn.Module):
         h = self.c_fc(x)
         if self.activation == "relu":
             h = F.relu(h)
+        elif self.activation == "relu2":
+            h = F.relu(h).square()
         else:
             h = F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
         return self.c_proj(h)
