@@ -234,13 +234,32 @@ def run_probe(base: Config, settings: ProbeSettings, run_dir: str | Path, seed: 
             continue
         summaries.append(run_phase(config))
     result = analyse(settings, phase_dirs) | {"seed": seed, "phases": summaries, "settings": dataclasses.asdict(settings)}
+    result |= in_bits_per_byte(result, base, settings)
     write_json_atomic(run_dir / PROBE_FILE, result)
     return result
 
 
+def in_bits_per_byte(result: dict[str, Any], base: Config, settings: ProbeSettings) -> dict[str, Any]:
+    """The probe's headline numbers in bits per byte (comparable across tokenizers): each task's
+    factor from nats/token on its fixed validation windows, and the A and B metrics scaled by it."""
+    from eval.perplexity import validation_bits_per_nat
+
+    factors = [
+        validation_bits_per_nat(task, base.model.block_size, base.data.val_windows, base.model.tokenizer)
+        for task in settings.tasks[:2]
+    ]
+    a, b = factors
+    out = {"bits_per_nat": factors}
+    for key, factor in (("loss_A_after_A", a), ("loss_A_after_B", a), ("loss_B_before_B", b), ("loss_B_after_B", b),
+                        ("forgetting", a), ("max_forgetting", a), ("plasticity", b)):
+        out[f"{key}_bpb"] = result[key] * factor
+    return out
+
+
 def aggregate(results: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     """Mean and std over seeds of each scalar metric of several probes."""
-    keys = ["loss_A_after_A", "loss_A_after_B", "loss_B_before_B", "loss_B_after_B", "forgetting",
+    keys = ["loss_A_after_A_bpb", "loss_A_after_B_bpb", "forgetting_bpb", "max_forgetting_bpb", "plasticity_bpb",
+            "loss_A_after_A", "loss_A_after_B", "loss_B_before_B", "loss_B_after_B", "forgetting",
             "forgetting_ppl_ratio", "max_forgetting", "plasticity", "backward_transfer"]
     return {k: metrics.mean_std([r[k] for r in results]) for k in keys if all(k in r for r in results)}
 

@@ -124,6 +124,36 @@ def evaluate_windows(
     )
 
 
+def bits_per_nat(targets: torch.Tensor, tokenizer_name: str) -> float:
+    """The factor taking a mean loss in nats/token over ``targets`` to bits per byte:
+    ``tokens / (ln 2 * bytes)``. With it, the loss curves of the fixed validation windows (nats)
+    read in the tokenizer-independent unit."""
+    scored = targets[targets >= 0]
+    n_bytes = int(token_byte_lengths(tokenizer_name)[scored].sum())
+    if n_bytes == 0:
+        raise ValueError("The targets hold no text bytes (only end-of-text tokens).")
+    return scored.numel() / (math.log(2) * n_bytes)
+
+
+def validation_bits_per_nat(data_dir: str | Path, block_size: int, n_windows: int, tokenizer_name: str) -> float:
+    """``bits_per_nat`` of the fixed validation windows training evaluates on ``data_dir``."""
+    from quadgpt.data import validation_windows
+
+    _, y = validation_windows(data_dir, block_size, n_windows)
+    return bits_per_nat(y, tokenizer_name)
+
+
+def unigram_bits_per_byte(data_dir: str | Path, tokenizer_name: str) -> float:
+    """The add-one unigram baseline (``quadgpt.data.unigram_baseline_loss``) in bits per byte of
+    the whole val split: the floor a context-free model reaches, in the headline unit."""
+    from quadgpt.data import TokenDataset, load_meta, unigram_baseline_loss
+
+    counts = TokenDataset(data_dir, "val").token_counts(int(load_meta(data_dir)["vocab_size"]))
+    lengths = token_byte_lengths(tokenizer_name)[: len(counts)].numpy()
+    n_bytes = int((counts[: len(lengths)] * lengths).sum())
+    return unigram_baseline_loss(data_dir) * int(counts.sum()) / (math.log(2) * n_bytes)
+
+
 # --------------------------------------------------------------------------------------
 # Loading a model as a logits function
 # --------------------------------------------------------------------------------------
