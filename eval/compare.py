@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                               "the variant, or pass --allow-mismatch to compare anyway.")
         if args.freeze_base and not any(c.model.ffn.kind == "kan" for c in configs.values()):
             raise ConfigError("--freeze-base needs a KAN variant.")
-        tasks = [prepared_task(args.task_a, Path(args.data_root)), prepared_task(args.task_b, Path(args.data_root))]
+        tokenizer = next(iter(configs.values())).model.tokenizer
+        tasks = [prepared_task(source, Path(args.data_root), tokenizer) for source in (args.task_a, args.task_b)]
     except (ConfigError, ValueError) as err:
         print(f"quadgpt compare: error: {err}", file=sys.stderr)
         return 2

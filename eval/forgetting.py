@@ -134,15 +134,18 @@ def _phase_checkpoint(settings: ProbeSettings, index: int, run_dir: Path) -> Pat
     return run_dir / f"phase{index}-{names[index]}" / "last"
 
 
-def prepared_task(source: str, data_root: Path) -> str:
+def prepared_task(source: str, data_root: Path, tokenizer: str = "gpt2") -> str:
     """A prepared dataset folder for ``source``: the folder itself if it is one, otherwise the
-    corpus prepared (once) into ``data_root/<name>``."""
+    corpus prepared (once) with ``tokenizer`` into ``data_root/<name>`` (``<name>-bytes`` etc. for
+    a tokenizer other than GPT-2's)."""
     from data_prep.prepare import prepare
 
     if (Path(source) / "meta.json").is_file():
         return source
     out = data_root / source.removeprefix("builtin:").replace("/", "_").replace(":", "_")
-    prepare(source, out, val_fraction=VAL_FRACTION, progress=False)
+    if tokenizer != "gpt2":
+        out = out.with_name(f"{out.name}-{tokenizer}")
+    prepare(source, out, val_fraction=VAL_FRACTION, progress=False, tokenizer=tokenizer)
     return str(out)
 
 
@@ -310,7 +313,7 @@ def main(argv: list[str]) -> int:
             replay_fraction=args.replay,
             freeze_base=args.freeze_base,
         )
-        settings.tasks = [prepared_task(t, Path(args.data_root)) for t in sources]
+        settings.tasks = [prepared_task(t, Path(args.data_root), base.model.tokenizer) for t in sources]
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except (ConfigError, ValueError) as err:
         print(f"quadgpt eval forgetting: error: {err}", file=sys.stderr)

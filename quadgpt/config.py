@@ -116,11 +116,31 @@ class SampleConfig:
 
 
 @dataclass
+class StudyConfig:
+    """``quadgpt study``: the FFN comparison with a learning-rate sweep and seeds (eval/study.py)."""
+
+    variants: str = "mlp-gelu,mlp-relu2,swiglu,quadratic,kan"  # also kan-nobase, kan-frozenbase
+    seeds: str = "1,2,3,4,5"  # same seed = same data order and initial-weight seed for every variant
+    lrs: str = "1e-3,2e-3,4e-3"  # phase-A sweep per variant (one value: no sweep); min_lr = lr / 10
+    sweep_seed: int = 1
+    sweep_steps: int = 0  # 0 = half of steps_a
+    lr_from: str = ""  # another study's folder: take each variant's best lr from its sweep instead
+    steps_a: int = 1000
+    steps_b: int = 300
+    eval_every_b: int = 25
+    task_a: str = "builtin:stdlib-code"
+    task_b: str = "builtin:stdlib-prose"
+    data_root: str = "data"
+    out: str = "runs/study"
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
