@@ -1,4 +1,4 @@
-"""``quadgpt prepare SOURCE --out DIR``: tokenise a corpus into GPT-2 token shards.
+"""``quadgpt prepare SOURCE --out DIR``: tokenise a corpus into token shards (GPT-2 BPE or bytes).
 
 SOURCE is ``builtin:stdlib`` (or ``builtin:stdlib-code`` / ``builtin:stdlib-prose``), a local
 file, folder or glob of .txt/.jsonl/.json/.parquet/.csv, or ``hf:NAME`` (a Hugging Face dataset).
@@ -38,9 +38,9 @@ from data_prep.sources import (
 from data_prep.split import DROP_REASONS, SplitError, non_empty, val_score, val_threshold
 from quadgpt import __version__
 from quadgpt.atomic import commit_tmp_folder, prepare_tmp_folder
-from quadgpt.data import FORMAT_NAME, FORMAT_VERSION, META_FILE, DataError, is_prepared_dataset
+from quadgpt.data import FORMAT_NAME, FORMAT_VERSION, META_FILE, DataError, is_prepared_dataset, load_meta
 from quadgpt.safety import UnsafeOutput, check_output_path, existing_output
-from quadgpt.tokenizer import EOT_TOKEN, TokenizerUnavailable, get_tokenizer
+from quadgpt.tokenizer import TOKENIZERS, TokenizerUnavailable, get_tokenizer
 
 SPLITS = ("train", "val")
 BATCH_CHARS = 1 << 18  # text per worker task: big enough to amortise pickling, small enough to balance
@@ -311,7 +311,7 @@ def write_shards(
         "format_version": FORMAT_VERSION,
         "tokenizer": opts["tokenizer"],
         "vocab_size": get_tokenizer(opts["tokenizer"]).n_vocab,
-        "eot_token": EOT_TOKEN,
+        "eot_token": get_tokenizer(opts["tokenizer"]).eot_id,
         "dtype": dtype.name,
         "val_split": split_by,
         "splits": {
@@ -392,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train", help="hf: dataset split to read (default train)")
     parser.add_argument("--streaming", action="store_true", help="hf: tokenise while streaming (no full download)")
     parser.add_argument("--line-docs", action="store_true", help=".txt: one document per line, not per file")
-    parser.add_argument("--tokenizer", default="gpt2", help="tiktoken encoding (ids must fit uint16)")
+    parser.add_argument("--tokenizer", default="gpt2", choices=list(TOKENIZERS),
+                        help="gpt2 (BPE, default) or bytes (UTF-8 bytes + end-of-text, 257 ids)")
     parser.add_argument("--force", action="store_true", help="redo, replacing data quadgpt prepared at --out (nothing else)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from quadgpt.data import shard_name
-from quadgpt.tokenizer import EOT_TOKEN, get_tokenizer
+from quadgpt.tokenizer import get_tokenizer
 
 
 class VocabTooLarge(ValueError):
@@ -30,15 +30,15 @@ def encode_batch(task: tuple[str, str, list[int], list[str], int]) -> tuple[str,
     """Tokenise one batch of documents of one split (run in a worker process).
 
     ``task`` = (tokenizer name, split, domain ids, texts, number of domains). Returns the split,
-    the documents' tokens each followed by EOT as one uint16 array, and tokens and documents
+    the documents' tokens each followed by the tokenizer's EOT as one uint16 array, and tokens and documents
     per domain. One array per batch keeps the pickling between processes cheap.
     """
     name, split, domains, texts, n_domains = task
-    enc = get_tokenizer(name)
-    eot = np.array([EOT_TOKEN], dtype=np.uint32)
+    tokenizer = get_tokenizer(name)
+    eot = np.array([tokenizer.eot_id], dtype=np.uint32)
     pieces = []
-    for text in texts:  # encode_to_numpy with no special tokens = encode_ordinary, minus the Python list
-        pieces += [enc.encode_to_numpy(text, disallowed_special=()), eot]
+    for text in texts:  # special tokens in the text are plain text; numpy avoids a Python list
+        pieces += [tokenizer.encode_to_numpy(text), eot]
     lengths = np.array([len(ids) + 1 for ids in pieces[::2]], dtype=np.int64)
     tokens = np.concatenate(pieces).astype(np.uint16)  # ids < 2**16: prepare checked the vocabulary size
     domain_ids = np.asarray(domains, dtype=np.int64)

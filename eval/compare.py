@@ -52,6 +52,7 @@ from quadgpt.safety import check_output_path
 BUILTIN_VARIANTS: dict[str, list[str]] = {
     "mlp-gelu": ["model.ffn.kind=mlp", "model.ffn.activation=gelu"],
     "mlp-relu": ["model.ffn.kind=mlp", "model.ffn.activation=relu"],
+    "mlp-relu2": ["model.ffn.kind=mlp", "model.ffn.activation=relu2"],
     "swiglu": ["model.ffn.kind=swiglu"],
     "quadratic": ["model.ffn.kind=quadratic"],
     "kan": ["model.ffn.kind=kan"],
@@ -212,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         if mismatch and not args.allow_mismatch:
             raise ConfigError("Variants are not parameter-matched: " + "; ".join(mismatch) + ". Set model.ffn.hidden in "
                               "the variant, or pass --allow-mismatch to compare anyway.")
-        task_paths = task_inputs([args.task_a, args.task_b], Path(args.data_root))
+        tokenizer = next(iter(configs.values())).model.tokenizer
+        task_paths = task_inputs([args.task_a, args.task_b], Path(args.data_root), tokenizer)
         check_output_path(out, task_paths, suffix="compare")
         check_output_path(runs_dir, task_paths, what="--runs", suffix="runs")
-        tasks = [prepared_task(args.task_a, Path(args.data_root)), prepared_task(args.task_b, Path(args.data_root))]
+        tasks = [prepared_task(source, Path(args.data_root), tokenizer) for source in (args.task_a, args.task_b)]
         for settings in probes.values():
             settings.tasks = tasks
         check_runs(configs, probes, runs_dir, seeds)  # data, disk, and earlier runs in runs_dir

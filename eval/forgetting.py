@@ -149,30 +149,33 @@ def _phase_checkpoint(settings: ProbeSettings, index: int, run_dir: Path) -> Pat
     return run_dir / f"phase{index}-{names[index]}" / "last"
 
 
-def task_folder(source: str, data_root: Path) -> Path:
+def task_folder(source: str, data_root: Path, tokenizer: str = "gpt2") -> Path:
     """Where task ``source``'s prepared data is: the folder itself if it is prepared, otherwise
-    ``data_root/<name>`` (see ``prepared_task``)."""
+    ``data_root/<name>`` (``<name>-bytes`` etc. for a tokenizer other than GPT-2's; see
+    ``prepared_task``)."""
     if (Path(source) / "meta.json").is_file():
         return Path(source)
-    return data_root / source.removeprefix("builtin:").replace("/", "_").replace(":", "_")
+    out = data_root / source.removeprefix("builtin:").replace("/", "_").replace(":", "_")
+    return out if tokenizer == "gpt2" else out.with_name(f"{out.name}-{tokenizer}")
 
 
-def task_inputs(sources: list[str], data_root: Path) -> list[Path]:
+def task_inputs(sources: list[str], data_root: Path, tokenizer: str = "gpt2") -> list[Path]:
     """Every path the tasks read (local sources and their prepared folders): what a probe's or a
     comparison's output folders must keep clear of (``quadgpt.safety.check_output_path``)."""
     local = [Path(s) for s in sources if not s.startswith(("builtin:", "hf:"))]
-    return local + [task_folder(s, data_root) for s in sources]
+    return local + [task_folder(s, data_root, tokenizer) for s in sources]
 
 
-def prepared_task(source: str, data_root: Path) -> str:
+def prepared_task(source: str, data_root: Path, tokenizer: str = "gpt2") -> str:
     """A prepared dataset folder for ``source``: the folder itself if it is one, otherwise the
-    corpus prepared (once) into ``data_root/<name>``."""
+    corpus prepared (once) with ``tokenizer`` into ``data_root/<name>`` (``<name>-bytes`` etc. for
+    a tokenizer other than GPT-2's)."""
     from data_prep.prepare import prepare
 
-    out = task_folder(source, data_root)
+    out = task_folder(source, data_root, tokenizer)
     if out == Path(source):
         return source
-    prepare(source, out, val_fraction=VAL_FRACTION, progress=False)
+    prepare(source, out, val_fraction=VAL_FRACTION, progress=False, tokenizer=tokenizer)
     return str(out)
 
 
@@ -299,6 +302,7 @@ def run_probe(base: Config, settings: ProbeSettings, run_dir: str | Path, seed: 
         "seed": seed, "phases": summaries, "settings": dataclasses.asdict(settings),
         "phase_configs": [None if c is None else c.to_dict() for c in configs],  # what each phase really ran
     }
+    result |= in_bits_per_byte(result, base, settings)
     write_json_atomic(run_dir / PROBE_FILE, result)
     return result
 
@@ -311,9 +315,27 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def in_bits_per_byte(result: dict[str, Any], base: Config, settings: ProbeSettings) -> dict[str, Any]:
+    """The probe's headline numbers in bits per byte (comparable across tokenizers): each task's
+    factor from nats/token on its fixed validation windows, and the A and B metrics scaled by it."""
+    from eval.perplexity import validation_bits_per_nat
+
+    factors = [
+        validation_bits_per_nat(task, base.model.block_size, base.data.val_windows, base.model.tokenizer)
+        for task in settings.tasks[:2]
+    ]
+    a, b = factors
+    out = {"bits_per_nat": factors}
+    for key, factor in (("loss_A_after_A", a), ("loss_A_after_B", a), ("loss_B_before_B", b), ("loss_B_after_B", b),
+                        ("forgetting", a), ("max_forgetting", a), ("plasticity", b)):
+        out[f"{key}_bpb"] = result[key] * factor
+    return out
+
+
 def aggregate(results: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     """Mean and std over seeds of each scalar metric of several probes."""
-    keys = ["loss_A_after_A", "loss_A_after_B", "loss_B_before_B", "loss_B_after_B", "forgetting",
+    keys = ["loss_A_after_A_bpb", "loss_A_after_B_bpb", "forgetting_bpb", "max_forgetting_bpb", "plasticity_bpb",
+            "loss_A_after_A", "loss_A_after_B", "loss_B_before_B", "loss_B_after_B", "forgetting",
             "forgetting_ppl_ratio", "max_forgetting", "plasticity", "backward_transfer"]
     return {k: metrics.mean_std([r[k] for r in results]) for k in keys if all(k in r for r in results)}
 
@@ -363,11 +385,11 @@ def main(argv: list[str]) -> int:
             replay_fraction=args.replay,
             freeze_base=args.freeze_base,
         )
-        check_output_path(args.out, [*task_inputs(sources, Path(args.data_root)), args.init_from], suffix="forgetting")
+        check_output_path(args.out, [*task_inputs(sources, Path(args.data_root), base.model.tokenizer), args.init_from], suffix="forgetting")
         seeds = parse_seeds(args.seeds)
         for seed in seeds:  # the configs alone, before any corpus is prepared
             plan_probe(base, settings, out / f"seed{seed}", seed, with_files=False)
-        settings.tasks = [prepared_task(t, Path(args.data_root)) for t in sources]
+        settings.tasks = [prepared_task(t, Path(args.data_root), base.model.tokenizer) for t in sources]
         for seed in seeds:  # their data, disk space and any earlier phase folders, before phase A of seed 1
             plan_probe(base, settings, out / f"seed{seed}", seed)
     except (ConfigError, DataError, CheckpointError, ValueError) as err:

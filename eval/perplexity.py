@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from quadgpt import metrics
 from quadgpt.atomic import write_json_atomic
-from quadgpt.tokenizer import EOT_TOKEN, get_tokenizer
+from quadgpt.tokenizer import get_tokenizer
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -73,12 +73,13 @@ def sliding_windows(tokens: torch.Tensor, block_size: int, stride: int) -> tuple
 
 @functools.lru_cache(maxsize=4)
 def token_byte_lengths(tokenizer_name: str = "gpt2") -> torch.Tensor:
-    """UTF-8 length of each token id's text; 0 for the end-of-text separator, which is not text."""
-    enc = get_tokenizer(tokenizer_name)
-    lengths = [len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)]
-    if tokenizer_name == "gpt2":
-        lengths[EOT_TOKEN] = 0
-    return torch.tensor(lengths, dtype=torch.long)
+    """UTF-8 length of each token id's text; 0 for the end-of-text separator, which is not text
+    (its loss is charged to the text's bytes). For ``bytes`` every other id is 1 byte, so bits per
+    byte is exactly the nats of the scored tokens / ln 2 / the text bytes among them."""
+    tokenizer = get_tokenizer(tokenizer_name)
+    lengths = torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.n_vocab)], dtype=torch.long)
+    lengths[tokenizer.eot_id] = 0
+    return lengths
 
 
 @torch.no_grad()
@@ -123,6 +124,36 @@ def evaluate_windows(
     )
 
 
+def bits_per_nat(targets: torch.Tensor, tokenizer_name: str) -> float:
+    """The factor taking a mean loss in nats/token over ``targets`` to bits per byte:
+    ``tokens / (ln 2 * bytes)``. With it, the loss curves of the fixed validation windows (nats)
+    read in the tokenizer-independent unit."""
+    scored = targets[targets >= 0]
+    n_bytes = int(token_byte_lengths(tokenizer_name)[scored].sum())
+    if n_bytes == 0:
+        raise ValueError("The targets hold no text bytes (only end-of-text tokens).")
+    return scored.numel() / (math.log(2) * n_bytes)
+
+
+def validation_bits_per_nat(data_dir: str | Path, block_size: int, n_windows: int, tokenizer_name: str) -> float:
+    """``bits_per_nat`` of the fixed validation windows training evaluates on ``data_dir``."""
+    from quadgpt.data import validation_windows
+
+    _, y = validation_windows(data_dir, block_size, n_windows)
+    return bits_per_nat(y, tokenizer_name)
+
+
+def unigram_bits_per_byte(data_dir: str | Path, tokenizer_name: str) -> float:
+    """The add-one unigram baseline (``quadgpt.data.unigram_baseline_loss``) in bits per byte of
+    the whole val split: the floor a context-free model reaches, in the headline unit."""
+    from quadgpt.data import TokenDataset, load_meta, unigram_baseline_loss
+
+    counts = TokenDataset(data_dir, "val").token_counts(int(load_meta(data_dir)["vocab_size"]))
+    lengths = token_byte_lengths(tokenizer_name)[: len(counts)].numpy()
+    n_bytes = int((counts[: len(lengths)] * lengths).sum())
+    return unigram_baseline_loss(data_dir) * int(counts.sum()) / (math.log(2) * n_bytes)
+
+
 # --------------------------------------------------------------------------------------
 # Loading a model as a logits function
 # --------------------------------------------------------------------------------------
@@ -156,14 +187,15 @@ def load_scorer(path: str | Path, device: str = "cpu") -> Scorer:
         hf_model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=True, torch_dtype=torch.float32)
         hf_model.to(device_t).eval()
         block_size = int(hf_model.config.max_position_embeddings)  # quadgpt's block_size, GPT-2's n_positions
-        # exports ship GPT-2's BPE files (quadgpt.hf.tokenizer_files): the tokenizer is always gpt2
-        return Scorer(lambda idx: hf_model(input_ids=idx).logits, block_size, "gpt2", device_t, "hf")
+        from quadgpt.hf.tokenizer_export import exported_tokenizer_name
+
+        tokenizer_name = exported_tokenizer_name(path)
+        return Scorer(lambda idx: hf_model(input_ids=idx).logits, block_size, tokenizer_name, device_t, "hf")
 
     from quadgpt.checkpoint import load_model
 
     model, config, meta = load_model(path, device=device)  # in eval mode
-    tokenizer_name = meta.get("tokenizer", "gpt2")
-    return Scorer(lambda idx: model(idx)[0], config.model.block_size, tokenizer_name, device_t, "checkpoint")
+    return Scorer(lambda idx: model(idx)[0], config.model.block_size, config.model.tokenizer, device_t, "checkpoint")
 
 
 def text_tokens(path: str | Path, tokenizer_name: str = "gpt2") -> torch.Tensor:
@@ -175,7 +207,7 @@ def text_tokens(path: str | Path, tokenizer_name: str = "gpt2") -> torch.Tensor:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"'{path}' is not UTF-8 text ({err}); convert it first.") from err
-    return torch.tensor(get_tokenizer(tokenizer_name).encode_ordinary(text), dtype=torch.long)
+    return torch.tensor(get_tokenizer(tokenizer_name).encode(text), dtype=torch.long)
 
 
 def main(argv: list[str]) -> int:

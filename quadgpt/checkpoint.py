@@ -194,7 +194,7 @@ def base_meta(config: Config, meta: dict[str, Any] | None = None) -> dict[str, A
         "step": 0,
         "tokens": 0,
         "val_loss": None,
-        "tokenizer": "gpt2",
+        "tokenizer": config.model.tokenizer,
         "dataset": config.data.dataset,
         "ffn": config.model.ffn.kind,
         "quadgpt_version": __version__,

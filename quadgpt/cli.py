@@ -11,7 +11,7 @@ import sys
 # name -> (module, one-line help); the module's ``main(argv) -> int`` runs the command
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("quadgpt.info", "parameters and FLOPs/token of every FFN kind at a config's width"),
-    "prepare": ("data_prep.prepare", "tokenise a corpus into GPT-2 token shards"),
+    "prepare": ("data_prep.prepare", "tokenise a corpus into token shards (GPT-2 BPE or bytes)"),
     "train": ("quadgpt.trainer", "train a model (accelerate: CPU, one or many GPUs)"),
     "demo": ("quadgpt.demo", "prepare the built-in corpus, train the tiny model, sample"),
     "sample": ("quadgpt.sample_cli", "generate text from a checkpoint"),
@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("quadgpt.plotting", "plot train/val loss of one or more runs (PNG, PDF, SVG)"),
     "eval": ("eval.cli", "evaluation: `eval ppl` (perplexity), `eval forgetting` (probe)"),
     "compare": ("eval.compare", "train and compare FFN kinds at matched parameters"),
+    "study": ("eval.study", "the full comparison: lr sweep, seeds, CIs, resumable (configs/study-*.toml)"),
 }
 
 

@@ -34,7 +34,7 @@ class FFNConfig:
 
     kind: str = "mlp"  # mlp | swiglu | quadratic | kan (see quadgpt.ffn.FFN_REGISTRY)
     hidden: int = 0  # hidden width; 0 = the kind's parameter-matched default
-    activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"  # mlp only
+    activation: Literal["gelu", "gelu_tanh", "relu", "relu2"] = "gelu"  # mlp only; relu2 = relu(x)^2
     rank: int = 1  # quadratic: number of (xu)(xv) products per hidden unit
     linear_term: bool = True  # quadratic: keep the + x.w term
     grid_size: int = 5  # kan: intervals of the uniform B-spline grid
@@ -50,7 +50,8 @@ class ModelConfig:
     n_head: int = 12
     n_embd: int = 768
     block_size: int = 1024
-    vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64 for speed
+    vocab_size: int = 50304  # GPT-2's 50257 rounded up to a multiple of 64 for speed (bytes: 257 -> 320)
+    tokenizer: str = "gpt2"  # what the ids mean: gpt2 | bytes (quadgpt.tokenizer.TOKENIZERS); data must match
     dropout: float = 0.0
     bias: bool = True
     attention: Literal["auto", "sdpa", "flash_attn", "math"] = "auto"
@@ -117,11 +118,31 @@ class SampleConfig:
 
 
 @dataclass
+class StudyConfig:
+    """``quadgpt study``: the FFN comparison with a learning-rate sweep and seeds (eval/study.py)."""
+
+    variants: str = "mlp-gelu,mlp-relu2,swiglu,quadratic,kan"  # also kan-nobase, kan-frozenbase
+    seeds: str = "1,2,3,4,5"  # same seed = same data order and initial-weight seed for every variant
+    lrs: str = "1e-3,2e-3,4e-3"  # phase-A sweep per variant (one value: no sweep); min_lr = lr / 10
+    sweep_seed: int = 1
+    sweep_steps: int = 0  # 0 = half of steps_a
+    lr_from: str = ""  # another study's folder: take each variant's best lr from its sweep instead
+    steps_a: int = 1000
+    steps_b: int = 300
+    eval_every_b: int = 25
+    task_a: str = "builtin:stdlib-code"
+    task_b: str = "builtin:stdlib-prose"
+    data_root: str = "data"
+    out: str = "runs/study"
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

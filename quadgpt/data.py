@@ -280,3 +280,28 @@ def unigram_baseline_loss(data_dir: str | Path) -> float:
     val = TokenDataset(data_dir, "val").token_counts(vocab)
     log_p = np.log(train + 1.0) - math.log(train.sum() + vocab)
     return float(-(val * log_p).sum() / val.sum())
+
+
+def check_model_fits_data(model_cfg: Any, data_dir: str | Path) -> None:
+    """Refuse (DataError) a dataset whose tokens the model cannot read: prepared with another
+    tokenizer than ``model.tokenizer``, or with more token ids than ``model.vocab_size``.
+
+    Datasets written without a ``tokenizer`` field (hand-made test data) are checked on size only.
+    """
+    from .tokenizer import padded_vocab_size
+
+    meta = load_meta(data_dir)
+    name = meta.get("tokenizer")
+    if name is not None and name != model_cfg.tokenizer:
+        raise DataError(
+            f"'{data_dir}' was prepared with the '{name}' tokenizer but the model is configured for "
+            f"'{model_cfg.tokenizer}' (model.tokenizer). Set --model.tokenizer={name} with a matching "
+            f"--model.vocab_size (e.g. {padded_vocab_size(int(meta['vocab_size']))}), or prepare the data with "
+            f"--tokenizer {model_cfg.tokenizer}."
+        )
+    vocab = int(meta["vocab_size"])
+    if model_cfg.vocab_size < vocab:
+        raise DataError(
+            f"'{data_dir}' holds token ids up to {vocab - 1} but model.vocab_size is {model_cfg.vocab_size}: "
+            f"set --model.vocab_size={padded_vocab_size(vocab)} (its {vocab} ids padded to a multiple of 64)."
+        )

@@ -43,12 +43,12 @@ def print_sample(run_dir: str, prompt: str, max_new_tokens: int, temperature: fl
     from .checkpoint import load_model
     from .tokenizer import decode, encode
 
-    model, _, meta = load_model(run_dir)
-    idx = torch.tensor([encode(prompt)], dtype=torch.long)
+    model, config, meta = load_model(run_dir)
+    idx = torch.tensor([encode(prompt, config.model.tokenizer)], dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
     out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
     print(f"\n--- sample from {meta['checkpoint']} (step {meta['step']}, temperature {temperature}, top-k {top_k}) ---")
-    print(decode(out[0].tolist()))
+    print(decode(out[0].tolist(), config.model.tokenizer))
     print("--- end of sample ---")
 
 

@@ -13,21 +13,32 @@ from .ffn import FFN_REGISTRY
 from .model import GPT
 
 
+# The rows `quadgpt info` prints: every FFN kind at its defaults, plus the ReLU² MLP baseline.
+DEFAULT_ROWS: dict[str, dict] = {kind: {"kind": kind} for kind in FFN_REGISTRY} | {
+    "mlp-relu2": {"kind": "mlp", "activation": "relu2"}
+}
+
+
 def kind_table(model_cfg, kinds: list[str] | None = None) -> list[dict]:
-    """One row per FFN kind: hidden width, total / non-embedding params, training FLOPs/token.
+    """One row per FFN kind (or per ``DEFAULT_ROWS`` entry when ``kinds`` is None): hidden width,
+    total / non-embedding params, training FLOPs/token. A kind equal to the config's own keeps the
+    config's FFN settings and width; the others take the config's knobs (rank, grid, ...) at their
+    parameter-matched width.
 
     Models are built on the meta device, so gpt2-medium costs no memory or time.
     """
     rows = []
-    for kind in kinds or list(FFN_REGISTRY):
-        cfg = dataclasses.replace(model_cfg, ffn=dataclasses.replace(model_cfg.ffn, kind=kind, hidden=0))
-        if kind == model_cfg.ffn.kind:
-            cfg = dataclasses.replace(cfg, ffn=model_cfg.ffn)
+    specs = DEFAULT_ROWS if kinds is None else {kind: {"kind": kind} for kind in kinds}
+    for label, fields in specs.items():
+        ffn = dataclasses.replace(model_cfg.ffn, hidden=0, **fields)
+        if label == model_cfg.ffn.kind:
+            ffn = model_cfg.ffn
+        cfg = dataclasses.replace(model_cfg, ffn=ffn)
         with torch.device("meta"):
             model = GPT(cfg)
         rows.append(
             {
-                "kind": kind,
+                "kind": label,
                 "hidden": model.blocks[0].ffn.hidden,
                 "params": model.num_params(non_embedding=False),
                 "non_embedding_params": model.num_params(non_embedding=True),
@@ -40,12 +51,12 @@ def kind_table(model_cfg, kinds: list[str] | None = None) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     ref = next((r["non_embedding_params"] for r in rows if r["kind"] == "mlp"), rows[0]["non_embedding_params"])
-    header = f"{'ffn':<10} {'hidden':>7} {'params':>14} {'non-emb params':>15} {'vs mlp':>7} {'FFN/layer':>11} {'GFLOPs/token':>13}"
+    header = f"{'ffn':<10} {'hidden':>7} {'params':>14} {'non-emb params':>15} {'vs mlp':>7} {'FFN/layer':>11} {'MFLOPs/token':>13}"
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
             f"{r['kind']:<10} {r['hidden']:>7} {r['params']:>14,} {r['non_embedding_params']:>15,} "
-            f"{r['non_embedding_params'] / ref:>7.3f} {r['ffn_params_per_layer']:>11,} {r['flops_per_token'] / 1e9:>13.3f}"
+            f"{r['non_embedding_params'] / ref:>7.3f} {r['ffn_params_per_layer']:>11,} {r['flops_per_token'] / 1e6:>13,.2f}"
         )
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ import torch
 
 from .model import GPT
 from .sampling import check_sampling_args
-from .tokenizer import EOT_TOKEN, TokenizerUnavailable, get_tokenizer
+from .tokenizer import Tokenizer, TokenizerUnavailable, get_tokenizer
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
 
@@ -35,10 +35,11 @@ class TextStream:
 
     ``push`` returns only text that is final: bytes of a UTF-8 character split across tokens
     wait for the rest, and a tail that could still grow into a stop string is held back. The
-    sample ends at the first stop string (which is not part of the text) or at ``stop_token``.
+    sample ends at the first stop string (which is not part of the text) or at ``stop_token``
+    (usually ``tokenizer.eot_id``; None = never).
     """
 
-    def __init__(self, tokenizer, stop: Sequence[str] = (), stop_token: int | None = EOT_TOKEN):
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = (), stop_token: int | None = None):
         self.tokenizer = tokenizer
         self.stop = [s for s in stop if s]
         self.stop_token = stop_token
@@ -52,7 +53,7 @@ class TextStream:
             return ""
         if token == self.stop_token:
             return self.finish()
-        self.text += self.decoder.decode(self.tokenizer.decode_single_token_bytes(token))
+        self.text += self.decoder.decode(self.tokenizer.token_bytes(token))
         if self._cut_at_stop():
             return self._take(len(self.text))
         return self._take(len(self.text) - self._held_back())
@@ -117,10 +118,11 @@ class SampleSettings:
             )
 
 
-def encode_prompts(prompts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each prompt; a prompt that tokenises to nothing is an error (nothing to continue)."""
-    tokenizer = get_tokenizer()
-    encoded = [tokenizer.encode_ordinary(p) for p in prompts]
+def encode_prompts(prompts: Sequence[str], tokenizer: Tokenizer | None = None) -> list[list[int]]:
+    """Token ids of each prompt (default tokenizer: GPT-2's); a prompt that tokenises to nothing is
+    an error (nothing to continue)."""
+    tokenizer = tokenizer or get_tokenizer()
+    encoded = [tokenizer.encode(p) for p in prompts]
     for i, ids in enumerate(encoded):
         if not ids:
             raise ValueError(
@@ -158,7 +160,8 @@ def generate_texts(
     (see ``TextStream``). The same model, prompts, settings and seed give the same texts.
     """
     settings.check(model.config.block_size)
-    encoded = crop_prompts(encode_prompts(prompts), model.config.block_size, settings.max_new_tokens)
+    tokenizer = get_tokenizer(model.config.tokenizer)
+    encoded = crop_prompts(encode_prompts(prompts, tokenizer), model.config.block_size, settings.max_new_tokens)
     return generate_from_ids(model, encoded, settings, device, on_text)
 
 
@@ -171,7 +174,7 @@ def generate_from_ids(
 ) -> list[list[str]]:
     """``generate_texts`` for prompts already tokenised (and cropped to fit the context)."""
     device = torch.device(device)
-    tokenizer = get_tokenizer()
+    tokenizer = get_tokenizer(model.config.tokenizer)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     by_length: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
@@ -179,7 +182,7 @@ def generate_from_ids(
     texts: list[list[str]] = [[""] * settings.num_samples for _ in encoded]
     for group in by_length.values():
         rows = [(p, s) for p in group for s in range(settings.num_samples)]
-        streams = [TextStream(tokenizer, settings.stop, EOT_TOKEN if settings.stop_at_eot else None) for _ in rows]
+        streams = [TextStream(tokenizer, settings.stop, tokenizer.eot_id if settings.stop_at_eot else None) for _ in rows]
         idx = torch.tensor([encoded[p] for p, _ in rows], dtype=torch.long, device=device)
 
         def emit(row: int, piece: str) -> None:
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         model, config, _ = load_model(args.checkpoint, device=device)
         defaults = config.sample
         prompts = read_prompts(args, defaults.prompt)
-        encoded = encode_prompts(prompts)
+        encoded = encode_prompts(prompts, get_tokenizer(model.config.tokenizer))
         block_size = model.config.block_size
         settings = SampleSettings(
             num_samples=defaults.num_samples if args.num_samples is None else args.num_samples,
@@ -341,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"only its last {len(kept)} fit the context of {block_size}, and that is what is shown.",
                 file=sys.stderr,
             )
-    tokenizer = get_tokenizer()
+    tokenizer = get_tokenizer(model.config.tokenizer)
     shown = [tokenizer.decode(ids) for ids in seen]
     streaming = len(prompts) * settings.num_samples == 1
     out = sys.stdout

@@ -55,7 +55,7 @@ from .checkpoint import (
     write_model_files,
 )
 from .config import Config, ConfigError, load_config, split_config_args
-from .data import BatchLoader, DataError, validation_windows
+from .data import BatchLoader, DataError, check_model_fits_data, validation_windows
 from .logging_utils import RunLogger, format_line, mfu, peak_tflops, set_aside_metrics, truncate_metrics
 from .metrics import perplexity
 from .model import GPT
@@ -115,6 +115,14 @@ def plan_batches(config: Config, world_size: int) -> BatchPlan:
     if not limits and not t.max_time:
         raise ConfigError("The run has no end: set train.max_steps, train.max_tokens or train.max_time.")
     return BatchPlan(accum, tokens_per_step, min(limits) if limits else 0)
+
+
+def check_data(config: Config) -> None:
+    """Every dataset the run reads (training, replay, extra validation) fits the model's
+    tokenizer and vocabulary: checked before anything is created (DataError otherwise)."""
+    paths = [config.data.dataset, config.data.replay_dataset, *parse_extra_val(config.data.extra_val).values()]
+    for path in filter(None, paths):
+        check_model_fits_data(config.model, path)
 
 
 def parse_extra_val(spec: str) -> dict[str, str]:
@@ -231,6 +239,7 @@ class Trainer:
         t = config.train
         check_schedule(t)
         check_out_dir(config)
+        check_data(config)
         self.accelerator = acc = make_accelerator(config)
         self.rank, self.world = acc.process_index, acc.num_processes
         self.is_main = acc.is_main_process

@@ -74,11 +74,11 @@ def test_sliding_windows_score_every_target_once():
 
 def test_uniform_model_scores_log_vocab_and_bits_per_byte_counts_text_bytes():
     enc = get_tokenizer("gpt2")
-    ids = torch.tensor(enc.encode_ordinary("héllo wörld, quadratic neurons 😀 " * 3))
+    ids = torch.tensor(enc.encode("héllo wörld, quadratic neurons 😀 " * 3))
     x, y = perplexity.sliding_windows(ids, block_size=8, stride=5)
     uniform = lambda idx: torch.zeros(*idx.shape, GPT2_VOCAB_SIZE)  # noqa: E731
     result = perplexity.evaluate_windows(uniform, x, y, batch_size=3)
-    target_bytes = sum(len(enc.decode_single_token_bytes(int(t))) for t in ids[1:])
+    target_bytes = sum(len(enc.token_bytes(int(t))) for t in ids[1:])
     assert result.tokens == len(ids) - 1
     assert result.bytes == target_bytes
     assert result.loss == pytest.approx(math.log(GPT2_VOCAB_SIZE))
@@ -270,7 +270,7 @@ def test_compare_writes_a_report_that_parses_and_resumes(tasks, tmp_path, capsys
     for run in results["runs"]:  # the perplexity pass scores the same windows the trainer evaluated
         assert run["perplexity"]["loss"] == pytest.approx(run["probe"]["loss_A_after_A"], abs=1e-5)
     table = (out / "results.md").read_text()
-    assert "| mlp-gelu |" in table and "| quadratic |" in table and "± " in table
+    assert "| mlp-gelu |" in table and "| quadratic |" in table and "± " in table and "resolved" in table
     import matplotlib.image
 
     for png in ("val_loss_vs_tokens.png", "val_loss_vs_time.png", "forgetting_phase_b.png"):
@@ -283,36 +283,41 @@ def test_compare_writes_a_report_that_parses_and_resumes(tasks, tmp_path, capsys
 
 
 def test_report_summarises_seeds_on_hand_made_results():
-    from eval.report import markdown_table, summarize
+    from eval.report import differences_table, markdown_table, ordering, paired_differences, summarize, verdicts
 
-    def run(seed: int, loss: float, forgot: float) -> dict:
-        return {"variant": "kan", "seed": seed, "tokens_per_s": 100.0 * seed,
-                "perplexity": {"loss": loss, "perplexity": math.exp(loss), "bits_per_byte": 1.0},
+    def run(variant: str, seed: int, loss: float, forgot: float, curve=(3.0, 2.0, 1.5)) -> dict:
+        points = [{"tokens": 100 * i, "elapsed": float(i), "step": i, "loss": v} for i, v in enumerate(curve)]
+        return {"variant": variant, "seed": seed, "tokens_per_s": 100.0 * seed,
+                "perplexity": {"loss": loss, "perplexity": math.exp(loss), "bits_per_byte": loss / math.log(2)},
                 "probe": {"forgetting": forgot, "forgetting_ppl_ratio": math.exp(forgot), "max_forgetting": forgot + 0.1,
-                          "plasticity": 0.5}}
+                          "plasticity": 0.5, "bits_per_nat": [1 / math.log(2), 0.5], "curve_phase_a": points}}
 
     results = {"variants": {"kan": {"hidden": 56, "non_embedding_params": 782_592, "flops_per_token": 44e6},
-                            "mlp": {"hidden": 512, "non_embedding_params": 793_344, "flops_per_token": 44e6}},
-               "runs": [run(1, 3.0, 0.2), run(2, 3.2, 0.4)]}
+                            "mlp-gelu": {"hidden": 512, "non_embedding_params": 793_344, "flops_per_token": 44e6}},
+               "runs": [run("kan", 1, 3.0, 0.2), run("kan", 2, 3.2, 0.4)]}
     (row,) = summarize(results)  # a variant without runs gets no row
+    t1 = 12.706  # t_{0.975} at 1 degree of freedom: two seeds give wide intervals
     assert row["seeds"] == [1, 2]
-    assert row["val_loss"] == pytest.approx((3.1, math.sqrt(0.02)))
-    assert row["forgetting"] == pytest.approx((0.3, math.sqrt(0.02)))
-    assert row["tokens_per_s"] == pytest.approx((150.0, math.sqrt(5000.0)))
+    assert (row["val_loss"].mean, row["val_loss"].half) == pytest.approx((3.1, t1 * 0.1))
+    assert row["forgetting_bpb"].mean == pytest.approx(0.3 / math.log(2))
+    assert row["plasticity_bpb"].mean == pytest.approx(0.25)
     table = markdown_table([row]).splitlines()
-    assert table[2].startswith("| kan | 56 | 782,592 | 0.0440 | 150 | 2 | 3.100 ± 0.141 |")
-    assert "+0.300 ± 0.141" in table[2]
+    assert table[2].startswith(f"| kan | 56 | 782,592 | 1.000 | 44.00 | 150 | 2 | {3.1 / math.log(2):.4f} ± ")
     assert "±" not in markdown_table(summarize(results | {"runs": results["runs"][:1]}))  # 1 seed: no spread
 
-    # paired by seed against the first variant: mlp is kan + 0.1 on seed 1 and + 0.3 on seed 2
-    from eval.report import differences_table, paired_differences
-
-    mlp_runs = [run(1, 3.1, 0.2) | {"variant": "mlp"}, run(2, 3.5, 0.4) | {"variant": "mlp"}]
-    (diff,) = paired_differences(results | {"runs": results["runs"] + mlp_runs})
-    assert diff["variant"] == "mlp" and diff["reference"] == "kan" and diff["seeds"] == [1, 2]
-    assert diff["val_loss"] == pytest.approx((0.2, math.sqrt(0.02)))
-    assert diff["forgetting"] == pytest.approx((0.0, 0.0))
-    assert "| mlp | kan | 2 | +0.200 ± 0.141 |" in differences_table([diff])
+    # paired by seed against mlp-gelu: kan is mlp-gelu - 0.1 nats on seed 1 and - 0.3 on seed 2
+    mlp_runs = [run("mlp-gelu", 1, 3.1, 0.2, (3.0, 2.5, 1.0)), run("mlp-gelu", 2, 3.5, 0.4, (3.0, 2.5, 1.0))]
+    both = results | {"runs": results["runs"] + mlp_runs}
+    (diff,) = paired_differences(both)
+    assert diff["variant"] == "kan" and diff["reference"] == "mlp-gelu" and diff["seeds"] == [1, 2]
+    assert diff["bits_per_byte"].mean == pytest.approx(-0.2 / math.log(2))
+    assert diff["forgetting_bpb"].mean == pytest.approx(0.0)
+    assert "| kan | mlp-gelu | 2 | -0.2885 | [" in differences_table([diff])
+    sentences = verdicts([diff])
+    assert len(sentences) == 2 and all("not resolved" in s for s in sentences)  # t at 1 df: the CIs include 0
+    order = ordering(both)  # kan is behind at half the tokens, ahead at the end
+    assert order["ranking"]["50%"] == ["kan", "mlp-gelu"] and order["ranking"]["100%"] == ["mlp-gelu", "kan"]
+    assert not order["stable"]
 
 
 def test_run_folders_differ_by_phase_b_mitigation():

@@ -32,6 +32,7 @@ def test_unknown_kind_lists_known_ones():
 FORMULA_CASES = [
     FFNConfig(kind="mlp"),
     FFNConfig(kind="mlp", activation="relu", hidden=100),
+    FFNConfig(kind="mlp", activation="relu2"),
     FFNConfig(kind="swiglu"),
     FFNConfig(kind="quadratic"),
     FFNConfig(kind="quadratic", rank=3, linear_term=False),
@@ -60,8 +61,20 @@ def test_documented_default_widths():
 def test_kinds_are_parameter_matched_within_2_percent(model_cfg):
     rows = {r["kind"]: r for r in kind_table(model_cfg)}
     ref = rows["mlp"]["non_embedding_params"]
-    for kind in FFN_KINDS:
-        assert abs(rows[kind]["non_embedding_params"] / ref - 1) < 0.02, kind
+    assert set(rows) == {*FFN_KINDS, "mlp-relu2"}
+    for kind, row in rows.items():
+        assert abs(row["non_embedding_params"] / ref - 1) < 0.02, kind
+
+
+def test_relu2_mlp_is_the_gelu_mlp_with_a_squared_relu():
+    rows = {r["kind"]: r for r in kind_table(GPT2_SMALL)}
+    mlp, relu2 = rows["mlp"], rows["mlp-relu2"]
+    assert relu2["non_embedding_params"] == mlp["non_embedding_params"] and relu2["hidden"] == mlp["hidden"] == 3072
+    # 2 elementwise FLOPs per hidden unit (max, square) against GELU's 8; x3 for forward + backward
+    assert mlp["flops_per_token"] - relu2["flops_per_token"] == 3 * GPT2_SMALL.n_layer * (8 - 2) * 3072
+    ffn = build_ffn(FFNConfig(kind="mlp", activation="relu2"), 16)
+    x = torch.randn(3, 16)
+    assert torch.equal(ffn(x), ffn.c_proj(torch.relu(ffn.c_fc(x)) ** 2))
 
 
 def test_gpt2_small_has_gpt2_parameter_count():

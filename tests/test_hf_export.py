@@ -200,7 +200,7 @@ def test_tokenizer_is_tiktokens_gpt2(exports):
     folder = exports["mlp"][2]
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     text = "def f(x):\n    return x  + 1  # héllo 😀<|endoftext|>"
-    assert tokenizer(text)["input_ids"] == get_tokenizer().encode(text, allowed_special="all")
+    assert tokenizer(text)["input_ids"] == get_tokenizer().encoding.encode(text, allowed_special="all")
     assert tokenizer.eos_token_id == 50256
 
 

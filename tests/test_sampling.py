@@ -103,7 +103,7 @@ def stream_all(tokens: list[int], stop=(), stop_token=EOT_TOKEN) -> tuple[list[s
 
 
 def test_stream_pieces_add_up_to_the_decoded_text():
-    tokens = get_tokenizer().encode_ordinary("def f(x):\n    return x + 1\n")
+    tokens = get_tokenizer().encode("def f(x):\n    return x + 1\n")
     pieces, text = stream_all(tokens)
     assert "".join(pieces) == text == "def f(x):\n    return x + 1\n"
     assert sum(1 for p in pieces if p) > 3  # it really streams
@@ -111,15 +111,15 @@ def test_stream_pieces_add_up_to_the_decoded_text():
 
 def test_stream_waits_for_a_character_split_across_tokens():
     tok = get_tokenizer()
-    tokens = tok.encode_ordinary("a😀b")
+    tokens = tok.encode("a😀b")
     # the emoji's four bytes span several byte-level tokens
-    assert any(not tok.decode_single_token_bytes(t).decode("utf-8", errors="ignore") for t in tokens)
+    assert any(not tok.token_bytes(t).decode("utf-8", errors="ignore") for t in tokens)
     pieces, text = stream_all(tokens)
     assert text == "a😀b" and "\ufffd" not in "".join(pieces)
 
 
 def test_stop_string_across_token_boundaries_is_cut_and_never_emitted():
-    tokens = get_tokenizer().encode_ordinary("x = 1\n\n\ndef g():\n    pass\n")
+    tokens = get_tokenizer().encode("x = 1\n\n\ndef g():\n    pass\n")
     pieces, text = stream_all(tokens, stop=["\n\n\n", "never"])
     assert text == "x = 1"
     assert "".join(pieces) == "x = 1"
@@ -127,7 +127,7 @@ def test_stop_string_across_token_boundaries_is_cut_and_never_emitted():
 
 def test_eot_ends_a_sample_unless_disabled():
     tok = get_tokenizer()
-    tokens = tok.encode_ordinary("ab") + [EOT_TOKEN] + tok.encode_ordinary("cd")
+    tokens = tok.encode("ab") + [EOT_TOKEN] + tok.encode("cd")
     assert stream_all(tokens)[1] == "ab"
     assert stream_all(tokens, stop_token=None)[1] == "ab<|endoftext|>cd"
 
@@ -159,7 +159,7 @@ def test_batch_of_prompts_of_different_lengths_equals_one_by_one(bpe_model):
     batch = generate_texts(bpe_model, prompts, settings)
     alone = [generate_texts(bpe_model, [p], settings)[0] for p in prompts]
     assert batch == alone
-    assert all(len(get_tokenizer().encode_ordinary(s[0])) >= 5 for s in batch)
+    assert all(len(get_tokenizer().encode(s[0])) >= 5 for s in batch)
 
 
 def test_on_text_streams_what_is_returned(bpe_model):

@@ -9,7 +9,7 @@ def test_round_trip_and_eot():
     text = 'def f(x):\n    return x ** 2  # "quadratic" — ünïcode ok\n'
     ids = encode(text)
     assert decode(ids) == text
-    assert get_tokenizer().eot_token == EOT_TOKEN == 50256
+    assert get_tokenizer().eot_id == EOT_TOKEN == 50256
     assert get_tokenizer().n_vocab == 50257
     assert EOT_TOKEN not in encode("<|endoftext|>")  # special tokens in text are plain text
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "relu2")
 
 
 def mlp_activation(h: torch.Tensor, name: str) -> torch.Tensor:
@@ -21,6 +21,8 @@ def mlp_activation(h: torch.Tensor, name: str) -> torch.Tensor:
     """
     if name == "relu":
         return F.relu(h)
+    if name == "relu2":  # squared ReLU (So et al. 2021, "Primer"), as modded-nanogpt and nanochat use
+        return F.relu(h).square()
     if name in ("gelu", "gelu_tanh"):
         return F.gelu(h, approximate="tanh" if name == "gelu_tanh" else "none")
     raise ValueError(f"unknown MLP activation '{name}' (known: {', '.join(MLP_ACTIVATIONS)})")

@@ -1,4 +1,9 @@
-"""The GPT-2 feed-forward block: Linear d->h, ReLU or GELU, Linear h->d (default h = 4d)."""
+"""The GPT-2 feed-forward block: Linear d->h, an activation, Linear h->d (default h = 4d).
+
+Activations: GELU (exact or tanh), ReLU, and ReLU² = relu(x)² (modded-nanogpt, nanochat). ReLU²
+is itself a piecewise-quadratic neuron, which makes it the natural control for ``quadratic``: the
+same parameters and matmuls as the GELU MLP, a squared instead of a smooth unit.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from .base import FFN, init_linear_
 from .functional import mlp_activation
 
 # Elementwise FLOPs per hidden unit of each activation (rough counts; matmuls dominate).
-_ACTIVATION_FLOPS = {"relu": 1, "gelu": 8, "gelu_tanh": 8}
+_ACTIVATION_FLOPS = {"relu": 1, "relu2": 2, "gelu": 8, "gelu_tanh": 8}
 
 
 class MLP(FFN):

@@ -7,7 +7,7 @@ Two formats:
   (pure PyTorch), ``model.safetensors``; load with ``trust_remote_code=True``.
 - ``gpt2`` (an ``mlp`` model): a plain ``GPT2LMHeadModel`` folder, no remote code.
 
-Both add GPT-2's tokenizer files, ``generation_config.json`` (the checkpoint's sampling
+Both add the checkpoint's tokenizer files (GPT-2 BPE or bytes, ``tokenizer_export.py``), ``generation_config.json`` (the checkpoint's sampling
 defaults) and a model card ``README.md``. The folder is written beside ``OUT`` and renamed into
 place when complete. ``--push-to-hub REPO_ID`` then uploads it with ``huggingface_hub``
 (authenticate first: ``huggingface-cli login`` or ``HF_TOKEN``).
@@ -41,7 +41,7 @@ from ..config import Config
 from ..model import GPT
 from ..safety import UnsafeOutput, check_output_path, existing_output
 from ..sampling import check_sampling_args
-from ..tokenizer import EOT_TOKEN, TokenizerUnavailable
+from ..tokenizer import TokenizerUnavailable, get_tokenizer
 from .configuration_quadgpt import FFN_KINDS
 from .convert import (
     gpt2_config_kwargs,
@@ -51,7 +51,7 @@ from .convert import (
     to_quadgpt_hf_state,
     trim_vocab,
 )
-from .tokenizer_files import write_gpt2_tokenizer
+from .tokenizer_export import write_tokenizer
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig
@@ -103,11 +103,12 @@ def generation_config(config: Config) -> GenerationConfig:
 
     s = config.sample
     check_sampling_args(s.temperature, s.top_k, s.top_p)
+    eot = get_tokenizer(config.model.tokenizer).eot_id
     sampling = dict(do_sample=True, temperature=s.temperature, top_k=s.top_k or None, top_p=s.top_p)
     return GenerationConfig(
-        bos_token_id=EOT_TOKEN,
-        eos_token_id=EOT_TOKEN,
-        pad_token_id=EOT_TOKEN,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
         **(sampling if s.temperature > 0 else {"do_sample": False}),
     )
 
@@ -146,7 +147,7 @@ a nanoGPT-style GPT whose feed-forward block is pluggable (mlp, swiglu, quadrati
 | shape | {m.n_layer} layers, {m.n_head} heads, width {m.n_embd}, context {m.block_size}, vocabulary {m.vocab_size} |
 | training data | {data_text} |
 | validation loss | {loss_text} |
-| tokenizer | GPT-2 BPE; token 50256 (end of text) separates documents |
+| tokenizer | `{m.tokenizer}`; token {get_tokenizer(m.tokenizer).eot_id} (end of text) separates documents |
 | format | {format_text} |
 
 ## Use
@@ -263,7 +264,7 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "quadgpt", overwr
 
     def write(tmp: Path) -> None:
         write_weights(tmp, model, config, vocab)
-        write_gpt2_tokenizer(tmp, config.model.block_size)
+        write_tokenizer(tmp, config.model.tokenizer, config.model.block_size)
         generation_config(config).save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(model, config, meta, fmt))
         check_export_parity(tmp, model, vocab, fmt)

@@ -1,0 +1,261 @@
+"""``quadgpt study --config configs/study-cpu.toml``: the FFN comparison that can answer the question.
+
+1. **Sweep.** Each variant trains phase A (task A only, ``study.sweep_steps``, seed
+   ``study.sweep_seed``) at every learning rate of ``study.lrs``; its best (lowest final bits/byte
+   on A) is the lr its seeds use. ``study.lr_from`` takes the best lrs of another study instead
+   (the larger size reuses the small size's sweep).
+2. **Seeds.** Each variant x seed runs the forgetting probe (phase A on task A, phase B on task
+   B, ``eval.forgetting``) at its best lr, then the perplexity pass (``eval.compare.run_one``).
+3. **Report** (``eval.report``): means with 95% CIs, paired differences against mlp-gelu, a
+   sentence per question, the ordering at 50/75/100% of phase A, band plots, plus the sweep table,
+   the unigram baseline and the wall time.
+
+Same seed = same data order and initial-weight seed for every variant (``train.seed``). Every run
+lives in a folder named by a hash of everything that decides its result, so a finished run is
+reused only by a study with the same settings, and a killed study continues where it stopped
+(an interrupted run resumes from its newest checkpoint). The only things written outside ``--out``
+are the prepared corpora under ``study.data_root``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eval.compare import BUILTIN_VARIANTS, check_matched, parse_variants, run_one, size_table
+from eval.forgetting import SUMMARY_FILE, PhaseInterrupted, ProbeSettings, prepared_task, run_phase
+from eval.perplexity import unigram_bits_per_byte, validation_bits_per_nat
+from eval.report import markdown_table, summarize, write_report
+from quadgpt.atomic import write_json_atomic
+from quadgpt.config import Config, ConfigError, load_config, split_config_args
+
+PARAM_TOLERANCE = 0.02  # the study's stricter match of non-embedding parameters
+# variants that differ from a built-in one only in phase B: name -> (its phase-A variant, freeze_base)
+PHASE_B_VARIANTS = {"kan-frozenbase": ("kan", True)}
+SWEEP_FILE = "sweep.json"
+
+
+@dataclasses.dataclass
+class Variant:
+    name: str
+    config: Config  # phase A's config at the study's defaults (lr set per run)
+    freeze_base: bool = False
+
+
+def parse_study_variants(spec: str) -> dict[str, tuple[list[str], bool]]:
+    """``study.variants`` -> {name: (config overrides, freeze the KAN base in phase B)}."""
+    phase_b = {n: v for n, v in PHASE_B_VARIANTS.items() if n in spec.split(",")}
+    rest = ",".join(s for s in spec.split(",") if s.strip() and s.strip() not in phase_b)
+    out = {name: (overrides, False) for name, overrides in parse_variants(rest).items()} if rest else {}
+    for name, (base, freeze) in phase_b.items():
+        out[name] = (BUILTIN_VARIANTS[base], freeze)
+    return out
+
+
+def key_of(payload: Any) -> str:
+    """A short hash of everything that decides a run's result."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def with_lr(config: Config, lr: float) -> Config:
+    """``config`` at peak lr ``lr`` (the floor of the schedule scales with it: lr / 10)."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, lr=lr, min_lr=lr / 10))
+
+
+def run_payload(config: Config) -> dict[str, Any]:
+    """What decides a training run: the model, data and train sections, minus where it is written."""
+    tree = config.to_dict()
+    tree["train"] = {k: v for k, v in tree["train"].items() if k not in ("out_dir", "resume", "tensorboard", "wandb")}
+    return {k: tree[k] for k in ("model", "data", "train")}
+
+
+class Progress:
+    """Which run is going and the time left, from the cost of the runs this session trained.
+
+    Work is counted in FLOPs (tokens x training FLOPs/token of the variant), so the estimate holds
+    while cheap and expensive variants alternate; reused runs cost nothing and are not counted."""
+
+    def __init__(self, total_work: float, n_runs: int) -> None:
+        self.start = time.time()
+        self.total, self.n_runs = total_work, n_runs
+        self.done_work = self.timed_work = self.timed_seconds = 0.0
+        self.index = 0
+
+    def begin(self, label: str, work: float) -> float:
+        self.index += 1
+        left = self.total - self.done_work
+        eta = f"~{left * self.timed_seconds / self.timed_work / 60:.0f} min left" if self.timed_work else "time left: after the first run"
+        print(f"quadgpt study: [{self.index}/{self.n_runs}] {label} | {(time.time() - self.start) / 60:.1f} min so far, {eta}",
+              flush=True)
+        return time.time()
+
+    def end(self, work: float, started: float, reused: bool) -> None:
+        self.done_work += work
+        if not reused:
+            self.timed_work += work
+            self.timed_seconds += time.time() - started
+
+
+def sweep_run(variant: Variant, lr: float, steps: int, seed: int, runs_dir: Path) -> tuple[dict[str, Any], bool]:
+    """Phase A of ``variant`` at ``lr`` for ``steps``; returns its row and whether it was reused
+    (its folder already held the finished run)."""
+    base = with_lr(variant.config, lr)
+    train = dataclasses.replace(base.train, max_steps=steps, max_tokens=0, max_time=0.0, seed=seed, resume="auto",
+                                init_from="", eval_interval=max(1, steps // 8))
+    config = dataclasses.replace(base, train=train)
+    folder = runs_dir / f"{variant.config.model.ffn.kind}-lr{lr:g}-{key_of(run_payload(config))}"
+    config.train.out_dir = str(folder)
+    reused = (folder / SUMMARY_FILE).is_file()
+    summary = run_phase(config)
+    return {"lr": lr, "final_val_loss": summary["final_val_loss"], "run_dir": str(folder)}, reused
+
+
+def pick_best(sweep: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """Each variant's lr of lowest final loss (same task and windows, so nats rank as bits/byte do)."""
+    return {name: min(rows, key=lambda r: r["final_val_loss"])["lr"] for name, rows in sweep.items()}
+
+
+def sweep_table(sweep: dict[str, list[dict[str, Any]]], best: dict[str, float], factor: float) -> str:
+    lrs = sorted({r["lr"] for rows in sweep.values() for r in rows})
+    lines = ["| FFN | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | best |", "|" + "---|" * (len(lrs) + 2)]
+    for name, rows in sweep.items():
+        by_lr = {r["lr"]: r["final_val_loss"] * factor for r in rows}
+        cells = [f"**{by_lr[lr]:.4f}**" if lr == best[name] else (f"{by_lr[lr]:.4f}" if lr in by_lr else "") for lr in lrs]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {best[name]:g} |")
+    return "\n".join(lines)
+
+
+def load_variants(config_path: str | None, overrides: list[str], spec: str) -> dict[str, Variant]:
+    return {
+        name: Variant(name, load_config(config_path, overrides + ["model.ffn.hidden=0"] + extra), freeze)
+        for name, (extra, freeze) in parse_study_variants(spec).items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or continue) the FFN study: ``quadgpt study --config configs/study-cpu.toml
+    [--section.key=value ...]`` (study settings are the config's [study] section, e.g.
+    ``--study.seeds=1,2,3``). Writes results.json, results.md, sweep.json and plots into
+    ``study.out``; rerunning the same command reuses every finished run."""
+    import argparse
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="quadgpt study", description=main.__doc__)
+    try:
+        config_path, overrides, rest = split_config_args(argv)
+        parser.parse_args(rest)
+        study = load_config(config_path, overrides).study
+        variants = load_variants(config_path, overrides, study.variants)
+        seeds = [int(s) for s in study.seeds.split(",") if s.strip()]
+        lrs = [float(s) for s in study.lrs.split(",") if s.strip()]
+        if not seeds or not lrs:
+            raise ConfigError("study.seeds and study.lrs need at least one value each.")
+        sizes = size_table({n: v.config for n, v in variants.items()})
+        mismatch = check_matched(sizes, PARAM_TOLERANCE)
+        if mismatch:
+            raise ConfigError("Variants are not parameter-matched within 2%: " + "; ".join(mismatch) + ".")
+        lr_from = Path(study.lr_from) / SWEEP_FILE if study.lr_from else None
+        if lr_from is not None and not lr_from.is_file():
+            raise ConfigError(f"study.lr_from: '{lr_from}' does not exist; run that study's sweep first.")
+        tokenizer = next(iter(variants.values())).config.model.tokenizer
+        tasks = [prepared_task(s, Path(study.data_root), tokenizer) for s in (study.task_a, study.task_b)]
+    except (ConfigError, ValueError) as err:
+        print(f"quadgpt study: error: {err}", file=sys.stderr)
+        return 2
+    for v in variants.values():  # the data of every run is the study's two tasks
+        v.config = dataclasses.replace(v.config, data=dataclasses.replace(v.config.data, dataset=tasks[0]))
+    out = Path(study.out)
+    any_config = next(iter(variants.values())).config
+    factor_a = validation_bits_per_nat(tasks[0], any_config.model.block_size, any_config.data.val_windows, tokenizer)
+    sweep_steps = study.sweep_steps or max(1, study.steps_a // 2)
+    sweep_by_kind = {n: v for n, v in variants.items() if n not in PHASE_B_VARIANTS}  # phase A as its base's
+    tokens_per_step = any_config.train.batch_size * any_config.model.block_size
+    flops = {n: sizes[n]["flops_per_token"] for n in variants}
+    n_sweep = 0 if lr_from or len(lrs) == 1 else len(sweep_by_kind) * len(lrs)
+    work = tokens_per_step * (sweep_steps * sum(flops[n] for n in sweep_by_kind) * (n_sweep > 0) * len(lrs)
+                              + (study.steps_a + study.steps_b) * len(seeds) * sum(flops.values()))
+    progress = Progress(work, n_sweep + len(seeds) * len(variants))
+    start = time.time()
+    try:
+        if lr_from is not None:
+            best = {n: json.loads(lr_from.read_text())["best_lr"][PHASE_B_VARIANTS.get(n, (n,))[0]] for n in variants}
+            sweep: dict[str, list[dict[str, Any]]] = {}
+        elif len(lrs) == 1:
+            best, sweep = {n: lrs[0] for n in variants}, {}
+        else:
+            sweep = {}
+            for name, variant in sweep_by_kind.items():
+                for lr in lrs:
+                    w = tokens_per_step * sweep_steps * flops[name]
+                    t0 = progress.begin(f"sweep {name} lr {lr:g} ({sweep_steps} steps, seed {study.sweep_seed})", w)
+                    row, reused = sweep_run(variant, lr, sweep_steps, study.sweep_seed, out / "sweep")
+                    progress.end(w, t0, reused)
+                    sweep.setdefault(name, []).append(row)
+            best = pick_best(sweep)
+            for name in variants:
+                best.setdefault(name, best[PHASE_B_VARIANTS.get(name, (name,))[0]])
+            write_json_atomic(out / SWEEP_FILE, {"lrs": lrs, "steps": sweep_steps, "seed": study.sweep_seed,
+                                                 "runs": sweep, "best_lr": best})
+        results: dict[str, Any] = {
+            "command": "quadgpt study " + shlex.join(argv),
+            "settings": {
+                "task_a": study.task_a, "task_b": study.task_b, "tasks": tasks, "steps_a": study.steps_a,
+                "steps_b": study.steps_b, "eval_every_b": study.eval_every_b, "seeds": seeds, "lrs": lrs,
+                "sweep_steps": sweep_steps, "best_lr": best, "config": config_path, "overrides": overrides,
+                "tokenizer": tokenizer, "tokens_per_step": tokens_per_step, "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+            },
+            "variants": {n: sizes[n] | {"lr": best[n], "freeze_base_in_b": v.freeze_base} for n, v in variants.items()},
+            "runs": [],
+        }
+        extra = study_markdown(results, sweep, best, factor_a, tasks[0], tokenizer)
+        for seed in seeds:  # seed-major: a partial study already covers every variant
+            for name, variant in variants.items():
+                config = with_lr(variant.config, best[name])
+                settings = ProbeSettings(tasks=tasks, steps=[study.steps_a, study.steps_b], eval_every=study.eval_every_b,
+                                         freeze_base=variant.freeze_base)
+                key = key_of({"run": run_payload(config), "probe": dataclasses.asdict(settings), "seed": seed})
+                w = tokens_per_step * (study.steps_a + study.steps_b) * flops[name]
+                t0 = progress.begin(f"{name} seed {seed} lr {best[name]:g}", w)
+                run_dir = out / "runs" / name / f"seed{seed}-{key}"
+                reused = (run_dir / "result.json").is_file()
+                results["runs"].append(run_one(config, settings, run_dir, seed, name))
+                progress.end(w, t0, reused)
+                write_report(results, out, extra)  # after every run, so a partial study is readable
+    except PhaseInterrupted as err:
+        print(f"quadgpt study: {err} Finished runs are kept.", file=sys.stderr)
+        return 1
+    results["settings"]["wall_s_this_session"] = round(time.time() - start, 1)
+    write_report(results, out, extra + f"\nWall time of this session: {(time.time() - start) / 60:.1f} min.\n")
+    print(markdown_table(summarize(results)))
+    print(f"quadgpt study: report in {out} ({(time.time() - start) / 60:.1f} min)")
+    return 0
+
+
+def study_markdown(results: dict[str, Any], sweep: dict, best: dict[str, float], factor_a: float, task_a: str,
+                   tokenizer: str) -> str:
+    """The study's additions to results.md: the sweep, the unigram floor, the machine."""
+    s = results["settings"]
+    text = "\n## Learning-rate sweep (phase A, one seed)\n\n"
+    if sweep:
+        text += (f"Final bits/byte on A after {s['sweep_steps']} steps at each peak lr (min lr = lr / 10); "
+                 "bold = the lr the seeds use.\n\n" + sweep_table(sweep, best, factor_a) + "\n")
+    else:
+        text += "No sweep in this study: lrs " + ", ".join(f"{n} {lr:g}" for n, lr in best.items()) + ".\n"
+    text += (f"\nUnigram baseline of task A: {unigram_bits_per_byte(task_a, tokenizer):.4f} bits/byte "
+             f"(a model that ignores context).\n\nMachine: {s['machine']}, torch {s['torch']}, "
+             f"{s['torch_threads']} threads.\n")
+    return text
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""The study pipeline end to end at toy scale (CI): byte-level data, an lr sweep, 2 seeds of
+four variants (with the frozen-base KAN), the report with CIs, ordering and sweep, and a rerun
+that reuses every finished run."""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from data_prep.prepare import main as prepare_main
+from eval import study
+
+FEW_MODULES = ("bisect.py", "colorsys.py", "fnmatch.py", "shlex.py", "this.py", "textwrap.py")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def byte_tasks(tmp_path_factory) -> list[str]:
+    """builtin:stdlib-code and -prose at byte level, from a few stdlib modules."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    mp = pytest.MonkeyPatch()
+    mp.setattr("data_prep.sources.stdlib_files", lambda: [root / n for n in FEW_MODULES])
+    out = tmp_path_factory.mktemp("data")
+    try:
+        for name in ("code", "prose"):
+            assert prepare_main([f"builtin:stdlib-{name}", "--tokenizer", "bytes", "--out", str(out / name),
+                                 "--val-count", "1", "--num-proc", "1", "--no-progress"]) == 0
+    finally:
+        mp.undo()
+    return [str(out / "code"), str(out / "prose")]
+
+
+def toy_args(tasks: list[str], out: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(REPO / "configs" / "study-cpu.toml"),
+        "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=128", "--model.block_size=32",
+        "--train.batch_size=4", "--train.warmup_steps=1", "--train.eval_interval=1", "--train.log_interval=4",
+        "--train.ckpt_interval=4", "--data.val_windows=4",
+        "--study.variants=mlp-gelu,mlp-relu2,kan,kan-frozenbase", "--study.seeds=1,2", "--study.lrs=1e-3,3e-3",
+        "--study.sweep_steps=2", "--study.steps_a=4", "--study.steps_b=2", "--study.eval_every_b=1",
+        f"--study.task_a={tasks[0]}", f"--study.task_b={tasks[1]}", f"--study.out={out}", *extra,
+    ]
+
+
+def test_study_runs_reports_and_resumes(byte_tasks, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert study.main(toy_args(byte_tasks, out)) == 0
+    printed = capsys.readouterr().out
+    assert "[1/14] sweep mlp-gelu lr 0.001" in printed and "min left" in printed  # 6 sweep runs + 2 x 4 seeds
+    results = json.loads((out / "results.json").read_text())
+    variants = ("mlp-gelu", "mlp-relu2", "kan", "kan-frozenbase")
+    assert {(r["variant"], r["seed"]) for r in results["runs"]} == {(v, s) for v in variants for s in (1, 2)}
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert set(sweep["runs"]) == {"mlp-gelu", "mlp-relu2", "kan"}  # kan-frozenbase's phase A is kan's
+    assert sweep["best_lr"]["kan-frozenbase"] == sweep["best_lr"]["kan"]
+    for run in results["runs"]:  # seeds train at their variant's best lr
+        assert run["probe"]["bits_per_nat"][0] > 0
+        assert results["variants"][run["variant"]]["lr"] == sweep["best_lr"][run["variant"]]
+    text = (out / "results.md").read_text()
+    for needle in ("## Learning-rate sweep", "| mlp-relu2 |", "Q1 (quality", "Q2 (forgetting)", "## Ordering",
+                   "| 50% |", "| 75% |", "| 100% |", "Unigram baseline", "bits/byte"):
+        assert needle in text, needle
+    first = results["runs"]
+    assert study.main(toy_args(byte_tasks, out)) == 0  # everything finished: nothing trains again
+    assert "stopped by max_steps" not in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["runs"] == first
+
+
+def test_runs_are_keyed_by_their_settings():
+    from quadgpt.config import load_config
+
+    config = load_config(REPO / "configs" / "study-cpu.toml")
+    keys = {
+        study.key_of({"run": study.run_payload(study.with_lr(config, lr)), "probe": steps})
+        for lr in (1e-3, 2e-3) for steps in ([1, 2], [1, 3])
+    }
+    assert len(keys) == 4
+    moved = study.run_payload(config) == study.run_payload(study.load_config(REPO / "configs" / "study-cpu.toml",
+                                                                           ["train.out_dir=elsewhere"]))
+    assert moved  # where a run is written does not change what it is
+
+
+def test_unmatched_variants_are_refused_before_anything_is_written(byte_tasks, tmp_path, capsys):
+    out = tmp_path / "study"
+    args = toy_args(byte_tasks, out, "--study.variants=mlp-gelu,wide=model.ffn.kind=mlp;model.ffn.hidden=400")
+    assert study.main(args) == 2
+    assert "not parameter-matched within 2%" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_presets_are_matched_and_the_large_one_is_twice_the_size():
+    from quadgpt.config import load_config
+
+    sizes = {}
+    for preset in ("study-cpu", "study-cpu-large", "study-gpu"):
+        path = REPO / "configs" / f"{preset}.toml"
+        variants = study.load_variants(str(path), [], load_config(path).study.variants + ",kan-nobase")
+        table = study.size_table({n: v.config for n, v in variants.items()})
+        assert study.check_matched(table, study.PARAM_TOLERANCE) == [], preset
+        assert all(v.config.model.tokenizer == "bytes" and v.config.model.vocab_size == 320 for v in variants.values())
+        sizes[preset] = table["mlp-gelu"]["non_embedding_params"]
+    assert sizes["study-cpu-large"] >= 2 * sizes["study-cpu"]
