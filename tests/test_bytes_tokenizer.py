@@ -182,4 +182,7 @@ def test_export_ships_a_byte_tokenizer_that_round_trips(byte_run, byte_data, tmp
         assert eval_main(["ppl", str(model), "--data", str(byte_data), "--windows", "4", "--json", str(path)]) == 0
         scores.append(json.loads(path.read_text()))
     assert scores[0]["bytes"] == scores[1]["bytes"]
-    assert scores[1]["bits_per_byte"] == pytest.approx(scores[0]["bits_per_byte"], rel=1e-4)
+    # The export has no padding rows (ids 257..319), so its softmax spreads no mass on them: an
+    # untrained model's padding mass is large, a trained one's negligible, and dropping it can
+    # only lower the loss of real bytes.
+    assert scores[1]["bits_per_byte"] <= scores[0]["bits_per_byte"]

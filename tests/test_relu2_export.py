@@ -21,4 +21,5 @@ def test_relu2_export_logits_equal_quadgpt(tmp_path):
     hf = transformers.AutoModelForCausalLM.from_pretrained(export(ckpt, tmp_path / "hf"), trust_remote_code=True).eval()
     idx = torch.randint(0, 257, (2, 12))
     with torch.no_grad():
-        assert torch.allclose(hf(input_ids=idx).logits, model(idx)[0], atol=1e-5)
+        # the export drops the 63 padding rows of the 320-row head: the 257 real ids remain
+        assert torch.allclose(hf(input_ids=idx).logits, model(idx)[0][..., :257], atol=1e-5)

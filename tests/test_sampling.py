@@ -326,7 +326,7 @@ def test_default_length_leaves_room_for_the_prompt(capsys, checkpoint, bpe_model
     """Context 64, config default 200 new tokens: before the fix 63 new tokens cropped any
     prompt to its last token while the whole prompt was printed as if continued."""
     prompt = "import os\nimport sys\nimport re\n"
-    n_prompt = len(get_tokenizer().encode_ordinary(prompt))
+    n_prompt = len(get_tokenizer().encode(prompt))
     rc, out, err = run_main(capsys, str(checkpoint), "--prompt", prompt, "--temperature", "0", "--ignore-eot")
     assert rc == 0 and "fit the context" not in err
     settings = SampleSettings(max_new_tokens=64 - n_prompt, temperature=0, stop_at_eot=False)
@@ -335,7 +335,7 @@ def test_default_length_leaves_room_for_the_prompt(capsys, checkpoint, bpe_model
 
 def test_a_cropped_prompt_is_shown_as_the_model_saw_it(capsys, checkpoint):
     prompt = "one two three four five six seven eight nine ten"
-    ids = get_tokenizer().encode_ordinary(prompt)
+    ids = get_tokenizer().encode(prompt)
     rc, out, err = run_main(capsys, str(checkpoint), "--prompt", prompt, "--max-new-tokens", "60", "--temperature", "0")
     assert rc == 0
     seen = get_tokenizer().decode(ids[-4:])  # 64 - 60 tokens fit
