@@ -119,20 +119,22 @@ def workspace(tmp_path_factory) -> Path:
     shutil.copytree(REPO / "docs" / "results", ws / "docs" / "results")  # `eval.report` writes here
     corpus = ws / "corpus" / "sub"
     corpus.mkdir(parents=True)
-    for i in range(40):
-        (corpus / f"doc{i}.txt").write_text(f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * 30)
+    for i in range(60):
+        (corpus / f"doc{i}.txt").write_text(f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * 100)
     logs = ws / "logs" / "2026"
     logs.mkdir(parents=True)
     (logs / "app.jsonl").write_text("".join(f'{{"body": "log line {i} says hello"}}\n' for i in range(40)))
     (ws / "notes.txt").write_text("import os\nprint(os.getcwd())\n" * 20)
     (ws / "prompts.txt").write_text("import os\nclass Foo:\n")
-    prepared = run([sys.executable, "-m", "quadgpt", "prepare", "builtin:stdlib", "--out", "data/stdlib"], ws)
+    # data/stdlib holds the small corpus above: what the docs run on it takes seconds, not minutes
+    # (`quadgpt prepare builtin:stdlib --out data/stdlib` itself runs in its own copy)
+    prepared = run([sys.executable, "-m", "quadgpt", "prepare", "corpus", "--out", "data/stdlib"], ws)
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     (ws / "data" / "stdlib-code").symlink_to("stdlib")  # relative links stay inside each copy
     train_tiny(ws, "runs/demo")
     (ws / "runs" / "tiny").symlink_to("demo")
     (ws / "runs" / "gpt2-run").symlink_to("demo")  # a GELU MLP: GPT-2's shape
-    train_tiny(ws, "runs/mlp")
+    (ws / "runs" / "mlp").symlink_to("demo")  # the tiny config's FFN is the GELU MLP
     for kind in ("quadratic", "kan"):
         train_tiny(ws, f"runs/{kind}", f"--model.ffn.kind={kind}")
     (ws / "out").mkdir()
