@@ -194,3 +194,17 @@ def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, state
         return
     set_state_dict(_base(model), optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                    options=_options(full=False))
+
+
+def leave_process_group() -> None:
+    """After a successful run under torchrun: a last barrier, then destroy the process group.
+
+    Without it each rank exits with its gloo/NCCL group alive; a rank that leaves while its peer
+    still tears down can leave that peer (and its torchrun agent) waiting, seen as a hung
+    two-node run on the CPU. No-op in a single process.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

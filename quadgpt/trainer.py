@@ -730,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"train.resume={args.resume}")
         config = load_config(config_path, overrides)
         train(config)
+        parallel.leave_process_group()  # every rank done: leave together, so no torchrun agent waits
     except (ConfigError, CheckpointError, DataError, UnsafeOutput) as err:
         print(f"quadgpt train: error: {err}", file=sys.stderr)
         return 2
