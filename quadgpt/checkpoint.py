@@ -39,7 +39,6 @@ from . import __version__
 from .atomic import commit_tmp_folder, prepare_tmp_folder, write_json_atomic
 from .config import Config, ConfigError, config_from_json
 from .model import GPT
-from .tokenizer import tokenizer_vocab_size
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -322,7 +321,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GP
     meta = read_meta(folder)
     model = GPT(config.model)
     load_weights(model, folder)
-    model.token_vocab_size = min(config.model.vocab_size, tokenizer_vocab_size(meta.get("tokenizer", "gpt2")))
     meta["checkpoint"] = str(folder)
     return model.to(device).eval(), config, meta
 

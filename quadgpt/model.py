@@ -19,6 +19,7 @@ from torch import nn
 from .attention import causal_attention, check_backend
 from .config import ModelConfig
 from .ffn import build_ffn
+from .tokenizer import tokenizer_vocab_size
 
 INIT_STD = 0.02
 
@@ -92,14 +93,13 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """The decoder. ``vocab_size`` rows of the embedding may exceed the tokenizer's ids (GPT-2's
     50,257 are padded to 50,304 for speed); ``token_vocab_size`` is how many ids the tokenizer
-    can decode, and ``generate`` never samples the padding rows above it. ``load_model`` sets it
-    from the checkpoint's tokenizer; it defaults to ``vocab_size`` (no padding)."""
+    can decode (from ``config.tokenizer``), and ``generate`` never samples the padding rows above it."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         check_backend(config.attention)
         self.config = config
-        self.token_vocab_size = config.vocab_size
+        self.token_vocab_size = min(config.vocab_size, tokenizer_vocab_size(config.tokenizer))
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
