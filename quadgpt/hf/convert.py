@@ -178,3 +178,16 @@ def from_gpt2_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
     out["ln_f.weight"], out["ln_f.bias"] = state["ln_f.weight"], state["ln_f.bias"]
     out[TIED_HEAD] = out["wte.weight"]
     return out
+
+
+def max_logit_difference(model, hf_model, vocab: int) -> float:
+    """Largest |logit difference| between quadgpt ``model`` (its first ``vocab`` columns) and a
+    transformers ``hf_model`` on 2 x 16 seeded random ids; inf when the shapes differ. Both
+    conversions (export and import) check their result with it before reporting success."""
+    idx = torch.randint(0, vocab, (2, min(16, model.config.block_size)), generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        ours, theirs = model(idx)[0][..., :vocab], hf_model(idx).logits
+    model.train(was_training)
+    return (ours - theirs).abs().max().item() if ours.shape == theirs.shape else float("inf")

@@ -18,7 +18,7 @@ from ..checkpoint import CheckpointError, is_checkpoint, save_model_checkpoint
 from ..config import Config
 from ..model import GPT
 from ..safety import UnsafeOutput, check_output_path, existing_output
-from .convert import from_gpt2_state, model_config_from_gpt2
+from .convert import from_gpt2_state, max_logit_difference, model_config_from_gpt2
 from .export import PARITY_ATOL
 
 
@@ -42,10 +42,7 @@ def load_gpt2(source: str):
 def check_import_parity(hf_model, model: GPT) -> None:
     """ValueError when ``model`` (the conversion) and ``hf_model`` (its source) disagree on the
     logits of a few tokens by more than ``PARITY_ATOL``: the conversion lost something."""
-    idx = torch.randint(0, model.config.vocab_size, (2, min(16, model.config.block_size)), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ours, theirs = model(idx)[0], hf_model(idx).logits
-    diff = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else float("inf")
+    diff = max_logit_difference(model, hf_model, model.config.vocab_size)
     if not diff <= PARITY_ATOL:
         raise ValueError(
             f"the converted model's logits differ from the source's by {diff:.3g} (tolerance {PARITY_ATOL}): "
