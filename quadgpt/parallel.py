@@ -14,6 +14,7 @@ Every function here also accepts an unsharded (plain or DDP) model, so the train
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -196,15 +197,45 @@ def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, state
                    options=_options(full=False))
 
 
-def leave_process_group() -> None:
+def leave_process_group() -> bool:
     """After a successful run under torchrun: a last barrier, then destroy the process group.
+    Returns whether there was one to leave (``False`` in a single process: nothing done).
 
     Without it each rank exits with its gloo/NCCL group alive; a rank that leaves while its peer
     still tears down can leave that peer (and its torchrun agent) waiting, seen as a hung
-    two-node run on the CPU. No-op in a single process.
+    two-node run on the CPU.
     """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    dist.barrier()
+    dist.destroy_process_group()
+    return True
+
+
+def exit_worker(code: int) -> None:
+    """End a torchrun/accelerate worker that has left its process group, skipping interpreter
+    teardown: flush the standard streams, then ``os._exit(code)``.
+
+    Why: after a finished run, objects that outlive the process group (DTensor's sharding caches
+    keep the device mesh and its tensors alive) are destroyed during interpreter finalization,
+    while gloo's C++ threads may still hold work items. Seen here as a rare SIGABRT ("terminate
+    called without an active exception") after every checkpoint was written, which torchrun then
+    reports as a failed job; torch describes the same crash (pytorch/pytorch#179291, #190489).
+    Everything the run writes is closed and renamed into place before this point.
+    """
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def enable_fault_tracebacks() -> None:
+    """In a distributed worker, print every thread's Python stack on SIGSEGV/SIGABRT/SIGFPE (the
+    standard library's ``faulthandler``), so a crash inside a collective says where it was."""
+    import faulthandler
+
+    if not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)

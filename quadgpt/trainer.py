@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import dataclasses
 import math
+import os
 import shutil
 import signal
 import sys
@@ -729,8 +730,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             overrides.append(f"train.resume={args.resume}")
         config = load_config(config_path, overrides)
+        if "LOCAL_RANK" in os.environ:  # launched by torchrun or accelerate
+            parallel.enable_fault_tracebacks()
         train(config)
-        parallel.leave_process_group()  # every rank done: leave together, so no torchrun agent waits
+        if parallel.leave_process_group():  # every rank done: leave together, so no torchrun agent waits
+            parallel.exit_worker(0)
     except (ConfigError, CheckpointError, DataError, UnsafeOutput) as err:
         print(f"quadgpt train: error: {err}", file=sys.stderr)
         return 2
