@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from eval.compare import BUILTIN_VARIANTS, check_matched, parse_variants, run_one, size_table
-from eval.forgetting import SUMMARY_FILE, PhaseInterrupted, ProbeSettings, prepared_task, run_phase
+from eval.forgetting import SUMMARY_FILE, PhaseInterrupted, ProbeSettings, prepared_task, run_phase, task_names
 from eval.perplexity import unigram_bits_per_byte, validation_bits_per_nat
 from eval.report import markdown_table, summarize, write_report
 from quadgpt.atomic import write_json_atomic
@@ -59,6 +59,27 @@ def parse_study_variants(spec: str) -> dict[str, tuple[list[str], bool]]:
     for name, (base, freeze) in phase_b.items():
         out[name] = (BUILTIN_VARIANTS[base], freeze)
     return out
+
+
+def share_phase_a(base_run: Path, run_dir: Path, tasks: list[str]) -> None:
+    """Make ``run_dir``'s phase A its base variant's (same seed): a relative link to
+    ``base_run``'s phase-0 folder, which must hold a finished phase.
+
+    A phase-B variant (kan-frozenbase) trains phase A exactly as its base (kan) does, bit for bit:
+    the same config, lr and seed; only phase B differs. Sharing the folder saves that run and
+    makes the paired comparison of the two phase Bs start from the very same weights.
+    """
+    name = f"phase0-{task_names(tasks)[0]}"  # as eval.forgetting names it
+    target = base_run / name
+    if not (target / SUMMARY_FILE).is_file():
+        raise ConfigError(f"'{target}' holds no finished phase A to share.")
+    link = run_dir / name
+    if link.is_symlink() or link.exists():
+        if link.resolve() != target.resolve():
+            raise ConfigError(f"'{link}' exists and is not a link to '{target}'; move it away, then rerun.")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(Path("..") / ".." / base_run.parent.name / base_run.name / name, target_is_directory=True)
 
 
 def key_of(payload: Any) -> str:
@@ -163,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         mismatch = check_matched(sizes, PARAM_TOLERANCE)
         if mismatch:
             raise ConfigError("Variants are not parameter-matched within 2%: " + "; ".join(mismatch) + ".")
+        for name in variants.keys() & PHASE_B_VARIANTS.keys():
+            if PHASE_B_VARIANTS[name][0] not in variants:
+                raise ConfigError(f"study.variants: {name} shares phase A with {PHASE_B_VARIANTS[name][0]}; "
+                                  f"list {PHASE_B_VARIANTS[name][0]} too.")
         lr_from = Path(study.lr_from) / SWEEP_FILE if study.lr_from else None
         if lr_from is not None and not lr_from.is_file():
             raise ConfigError(f"study.lr_from: '{lr_from}' does not exist; run that study's sweep first.")
@@ -181,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     tokens_per_step = any_config.train.batch_size * any_config.model.block_size
     flops = {n: sizes[n]["flops_per_token"] for n in variants}
     n_sweep = 0 if lr_from or len(lrs) == 1 else len(sweep_by_kind) * len(lrs)
+    def steps_of(name: str) -> int:  # a phase-B variant trains phase B only (phase A is its base's)
+        return study.steps_b if name in PHASE_B_VARIANTS else study.steps_a + study.steps_b
+
     work = tokens_per_step * (sweep_steps * sum(flops[n] for n in sweep_by_kind) * (n_sweep > 0) * len(lrs)
-                              + (study.steps_a + study.steps_b) * len(seeds) * sum(flops.values()))
+                              + len(seeds) * sum(steps_of(n) * flops[n] for n in variants))
     progress = Progress(work, n_sweep + len(seeds) * len(variants))
     start = time.time()
     try:
@@ -219,14 +247,18 @@ def main(argv: list[str] | None = None) -> int:
         }
         extra = study_markdown(results, sweep, best, factor_a, tasks[0], tokenizer)
         for seed in seeds:  # seed-major: a partial study already covers every variant
+            run_dirs: dict[str, Path] = {}
             for name, variant in variants.items():
                 config = with_lr(variant.config, best[name])
                 settings = ProbeSettings(tasks=tasks, steps=[study.steps_a, study.steps_b], eval_every=study.eval_every_b,
                                          freeze_base=variant.freeze_base)
                 key = key_of({"run": run_payload(config), "probe": dataclasses.asdict(settings), "seed": seed})
-                w = tokens_per_step * (study.steps_a + study.steps_b) * flops[name]
+                w = tokens_per_step * steps_of(name) * flops[name]
                 t0 = progress.begin(f"{name} seed {seed} lr {best[name]:g}", w)
                 run_dir = out / "runs" / name / f"seed{seed}-{key}"
+                run_dirs[name] = run_dir
+                if name in PHASE_B_VARIANTS:  # listed after its base, which has just run this seed
+                    share_phase_a(run_dirs[PHASE_B_VARIANTS[name][0]], run_dir, tasks)
                 reused = (run_dir / "result.json").is_file()
                 results["runs"].append(run_one(config, settings, run_dir, seed, name))
                 progress.end(w, t0, reused)

@@ -59,6 +59,15 @@ def test_study_runs_reports_and_resumes(byte_tasks, tmp_path, capsys):
     for run in results["runs"]:  # seeds train at their variant's best lr
         assert run["probe"]["bits_per_nat"][0] > 0
         assert results["variants"][run["variant"]]["lr"] == sweep["best_lr"][run["variant"]]
+    for seed in (1, 2):  # kan-frozenbase continues from kan's very phase A, which trained once
+        kan, frozen = ({r["variant"]: r for r in results["runs"] if r["seed"] == seed}[v] for v in ("kan", "kan-frozenbase"))
+        phase_a = Path(frozen["probe"]["phases"][0]["run_dir"])
+        assert (Path(frozen["probe"]["phase_configs"][1]["train"]["init_from"]).parent.resolve()
+                == Path(kan["probe"]["phases"][0]["run_dir"]).resolve())
+        assert frozen["probe"]["loss_A_after_A"] == kan["probe"]["loss_A_after_A"]
+        assert frozen["probe"]["loss_A_after_B"] != kan["probe"]["loss_A_after_B"]  # the phase Bs differ
+        assert len(list((out / "runs" / "kan-frozenbase").glob(f"seed{seed}-*/phase0-*"))) == 1
+        assert phase_a.name.startswith("phase0-")
     text = (out / "results.md").read_text()
     for needle in ("## Learning-rate sweep", "| mlp-relu2 |", "Q1 (quality", "Q2 (forgetting)", "## Ordering",
                    "| 50% |", "| 75% |", "| 100% |", "Unigram baseline", "bits/byte"):
@@ -67,6 +76,13 @@ def test_study_runs_reports_and_resumes(byte_tasks, tmp_path, capsys):
     assert study.main(toy_args(byte_tasks, out)) == 0  # everything finished: nothing trains again
     assert "stopped by max_steps" not in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["runs"] == first
+
+
+def test_a_phase_b_variant_needs_its_base_listed(byte_tasks, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert study.main(toy_args(byte_tasks, out, "--study.variants=mlp-gelu,kan-frozenbase")) == 2
+    assert "kan-frozenbase shares phase A with kan; list kan too" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_runs_are_keyed_by_their_settings():
