@@ -33,6 +33,12 @@ QUESTIONS = (
     ("forgetting_bpb", "Q2 (forgetting)", "forgetting of A during phase B, bits/byte"),
 )
 BASELINE = "mlp-gelu"
+# the KAN locality test: variants paired against plain kan, not against the MLP baseline.
+# Locality (the continual-learning argument of the KAN paper, Liu et al. 2024, arXiv:2404.19756): a
+# B-spline changes only near the inputs it is trained on, so a KAN should forget less; its global
+# SiLU base branch is what could undo that.
+LOCALITY_REFERENCE = "kan"
+LOCALITY_VARIANTS = ("kan-nobase", "kan-frozenbase")
 ORDER_FRACTIONS = (0.5, 0.75, 1.0)
 
 
@@ -110,17 +116,21 @@ def reference_name(results: dict[str, Any]) -> str:
 
 
 def paired_differences(
-    results: dict[str, Any], keys: tuple[str, ...] = ("bits_per_byte", "forgetting_bpb", "plasticity_bpb")
+    results: dict[str, Any], keys: tuple[str, ...] = ("bits_per_byte", "forgetting_bpb", "plasticity_bpb"),
+    reference: str | None = None, variants: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per variant, the seed-by-seed difference from the baseline (same seed = same data order
-    and initial-weight seed), as a mean with its 95% CI."""
-    ref = reference_name(results)
+    """Per variant (every one, or those of ``variants``), the seed-by-seed difference from
+    ``reference`` (default: the baseline; same seed = same data order and initial-weight seed),
+    as a mean with its 95% CI."""
+    ref = reference or reference_name(results)
     by_variant: dict[str, dict[int, dict[str, float]]] = {}
     for r in results["runs"]:
         by_variant.setdefault(r["variant"], {})[r["seed"]] = run_scalars(r)
+    if ref not in by_variant:
+        return []
     rows = []
     for name in _names(results):
-        if name == ref:
+        if name == ref or (variants is not None and name not in variants):
             continue
         seeds = sorted(set(by_variant[name]) & set(by_variant[ref]))
         if not seeds:
@@ -146,10 +156,10 @@ def differences_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+def verdicts(rows: list[dict[str, Any]], questions: tuple[tuple[str, str, str], ...] = QUESTIONS) -> list[str]:
     """One plain sentence per question and variant: resolved (CI excludes 0) or not."""
     out = []
-    for key, question, subject in QUESTIONS:
+    for key, question, subject in questions:
         for row in rows:
             out.append(verdict(row["variant"], row["reference"], f"{question}, {subject}", row[key], "bits/byte", "better"))
     return out
@@ -165,9 +175,10 @@ def ordering(results: dict[str, Any], fractions: tuple[float, ...] = ORDER_FRACT
     """The variants ranked by mean bits/byte on A (best first) at the evaluation nearest each
     fraction of phase A's tokens, and whether that ranking is the same at every fraction."""
     ranks = {}
+    shared = {n for n, v in results["variants"].items() if v.get("freeze_base_in_b")}  # phase A is another's
     for fraction in fractions:
         means = {}
-        for name in _names(results):
+        for name in (n for n in _names(results) if n not in shared):
             values = []
             for run in (r for r in results["runs"] if r["variant"] == name):
                 curve = _curve_bpb(run)
@@ -285,15 +296,32 @@ def report_text(results: dict[str, Any]) -> str:
         text += (f"\nDifferences from {differences[0]['reference']}, paired by seed (mean and 95% CI; negative "
                  "bits/byte and negative forgetting are better):\n\n" + differences_table(differences) + "\n\n")
         text += "\n".join(f"- {line}" for line in verdicts(differences)) + "\n"
+    text += locality_text(results)
     text += "\n## Ordering during phase A\n\n" + ordering_text(ordering(results)) + "\n"
     return text
+
+
+def locality_text(results: dict[str, Any]) -> str:
+    """The KAN locality section of results.md: kan-nobase (no SiLU base branch) and kan-frozenbase
+    (base frozen during B, same phase A as kan) paired against kan; empty without them."""
+    rows = paired_differences(results, reference=LOCALITY_REFERENCE, variants=LOCALITY_VARIANTS)
+    if not rows:
+        return ""
+    questions = (QUESTIONS[1], ("bits_per_byte", "Q1 (quality)", "bits/byte on A after phase A"))
+    lines = verdicts([r for r in rows if r["variant"] != "kan-frozenbase"], questions) + \
+        verdicts([r for r in rows if r["variant"] == "kan-frozenbase"], questions[:1])  # same phase A as kan
+    return ("\n## KAN locality: variants paired against kan\n\n"
+            "If splines forget less because each changes only near its own inputs, removing the global SiLU base "
+            "(kan-nobase) or freezing it during B (kan-frozenbase) should lower forgetting.\n\n"
+            + differences_table(rows) + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path, extra_markdown: str = "") -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` (plus ``extra_markdown``) and the plots into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"summary": summarize(results), "differences": paired_differences(results), "ordering": ordering(results)}
+    summary = {"summary": summarize(results), "differences": paired_differences(results), "ordering": ordering(results),
+               "locality": paired_differences(results, reference=LOCALITY_REFERENCE, variants=LOCALITY_VARIANTS)}
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
     write_json_atomic(paths["json"], _jsonable(results | summary))
     write_text_atomic(paths["markdown"], report_text(results) + extra_markdown)
@@ -313,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval.report: '{path}' does not exist: give a folder written by `quadgpt compare`.", file=sys.stderr)
         return 2
     results = json.loads(path.read_text())
-    for key in ("summary", "differences", "ordering"):
+    for key in ("summary", "differences", "ordering", "locality"):
         results.pop(key, None)
     for name, written in write_report(results, argv[0]).items():
         print(f"{name}: {written}")

@@ -70,8 +70,12 @@ def test_study_runs_reports_and_resumes(byte_tasks, tmp_path, capsys):
         assert phase_a.name.startswith("phase0-")
     text = (out / "results.md").read_text()
     for needle in ("## Learning-rate sweep", "| mlp-relu2 |", "Q1 (quality", "Q2 (forgetting)", "## Ordering",
-                   "| 50% |", "| 75% |", "| 100% |", "Unigram baseline", "bits/byte"):
+                   "| 50% |", "| 75% |", "| 100% |", "Unigram baseline", "bits/byte",
+                   "## KAN locality", "| kan-frozenbase | kan | 2 |", "Q2 (forgetting), forgetting of A during phase B, "
+                   "bits/byte: kan-frozenbase"):
         assert needle in text, needle
+    assert [r["variant"] for r in results["locality"]] == ["kan-frozenbase"]
+    assert all("kan-frozenbase" not in ranking for ranking in results["ordering"]["ranking"].values())  # kan's phase A
     first = results["runs"]
     assert study.main(toy_args(byte_tasks, out)) == 0  # everything finished: nothing trains again
     assert "stopped by max_steps" not in capsys.readouterr().out
