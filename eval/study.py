@@ -36,7 +36,10 @@ from eval.forgetting import SUMMARY_FILE, PhaseInterrupted, ProbeSettings, prepa
 from eval.perplexity import unigram_bits_per_byte, validation_bits_per_nat
 from eval.report import markdown_table, summarize, write_report
 from quadgpt.atomic import write_json_atomic
+from quadgpt.checkpoint import CheckpointError
 from quadgpt.config import Config, ConfigError, load_config, split_config_args
+from quadgpt.data import DataError
+from quadgpt.trainer import ResultLost, TrainingDiverged
 
 PARAM_TOLERANCE = 0.02  # the study's stricter match of non-embedding parameters
 # variants that differ from a built-in one only in phase B: name -> (its phase-A variant, freeze_base)
@@ -263,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["runs"].append(run_one(config, settings, run_dir, seed, name))
                 progress.end(w, t0, reused)
                 write_report(results, out, extra)  # after every run, so a partial study is readable
-    except PhaseInterrupted as err:
+    except (ConfigError, DataError, CheckpointError) as err:  # e.g. a run folder made with other settings
+        print(f"quadgpt study: error: {err}", file=sys.stderr)
+        return 2
+    except (PhaseInterrupted, TrainingDiverged, ResultLost) as err:
         print(f"quadgpt study: {err} Finished runs are kept.", file=sys.stderr)
         return 1
     results["settings"]["wall_s_this_session"] = round(time.time() - start, 1)

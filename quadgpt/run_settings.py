@@ -28,6 +28,7 @@ REUSE_MAY_CHANGE = frozenset({
 RESUME_MAY_CHANGE = REUSE_MAY_CHANGE | {
     "train.max_steps", "train.max_tokens", "train.max_time", "train.eval_interval", "train.init_from",
 }
+IGNORED_SECTIONS = ("sample.", "study.")  # never decide what a run computes
 _PATH_KEYS = {"data.dataset", "data.replay_dataset", "train.init_from"}
 
 
@@ -58,12 +59,13 @@ def _normal(key: str, value: Any) -> Any:
 
 def differences(saved: dict[str, Any], wanted: Config, may_change: frozenset[str] | set[str]) -> list[str]:
     """``"key: X there, Y now"`` for each key of ``wanted`` that differs from the saved config
-    dict ``saved`` and is not in ``may_change`` (``sample.*`` never matters to a run)."""
+    dict ``saved`` and is not in ``may_change``. ``sample.*`` and ``study.*`` never matter to a run:
+    they set sampling defaults and which runs a study makes, not what any run computes."""
     old, new = flatten(saved), flatten(wanted.to_dict())
     return [
         f"{key}: {old.get(key)!r} there, {new.get(key)!r} now"
         for key in sorted(set(old) | set(new))
-        if key not in may_change and not key.startswith("sample.")
+        if key not in may_change and not key.startswith(IGNORED_SECTIONS)
         and _normal(key, old.get(key)) != _normal(key, new.get(key))
     ]
 

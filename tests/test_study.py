@@ -81,6 +81,22 @@ def test_study_runs_reports_and_resumes(byte_tasks, tmp_path, capsys):
     assert "stopped by max_steps" not in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["runs"] == first
 
+    # another variant list (or any study.* key) is not another run: the finished runs are reused
+    assert study.main(toy_args(byte_tasks, out, "--study.variants=mlp-gelu,kan")) == 0
+    assert "stopped by max_steps" not in capsys.readouterr().out
+    assert [r for r in json.loads((out / "results.json").read_text())["runs"]] == \
+        [r for r in first if r["variant"] in ("mlp-gelu", "kan")]
+
+    # a run folder made with other settings is a clear error, not a traceback, and is left as it was
+    sweep_config = next((out / "sweep").glob("mlp-lr0.001-*")) / "config.json"
+    saved = json.loads(sweep_config.read_text())
+    saved["model"]["n_embd"] = 64
+    sweep_config.write_text(json.dumps(saved))
+    assert study.main(toy_args(byte_tasks, out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("quadgpt study: error: The phase in") and "model.n_embd: 64 there, 128 now" in err
+    assert json.loads(sweep_config.read_text()) == saved
+
 
 def test_a_phase_b_variant_needs_its_base_listed(byte_tasks, tmp_path, capsys):
     out = tmp_path / "study"
