@@ -103,44 +103,68 @@ def run_payload(config: Config) -> dict[str, Any]:
 
 
 class Progress:
-    """Which run is going and the time left, from the cost of the runs this session trained.
+    """Which run is going and the time left, from the runs this session has trained.
 
-    Work is counted in FLOPs (tokens x training FLOPs/token of the variant), so the estimate holds
-    while cheap and expensive variants alternate; reused runs cost nothing and are not counted."""
+    Each job (a sweep run or a seed run) is counted in FLOPs (tokens x training FLOPs/token of its
+    variant) and costs its variant's measured seconds per FLOP (the mean of the timed variants
+    until it has its own: KAN costs ~3x an MLP per FLOP on a CPU). Jobs finished in an earlier
+    session are dropped from the estimate, as soon as they are known."""
 
-    def __init__(self, total_work: float, n_runs: int) -> None:
+    def __init__(self, n_runs: int) -> None:
         self.start = time.time()
-        self.total, self.n_runs = total_work, n_runs
-        self.done_work = self.timed_work = self.timed_seconds = 0.0
-        self.index = 0
+        self.n_runs, self.index = n_runs, 0
+        self.pending: dict[tuple, tuple[str, float]] = {}  # job -> (variant, FLOPs)
+        self.seconds: dict[str, float] = {}
+        self.work: dict[str, float] = {}
 
-    def begin(self, label: str, work: float) -> float:
+    def add(self, job: tuple, name: str, work: float) -> None:
+        self.pending[job] = (name, work)
+
+    def drop(self, job: tuple) -> None:
+        """``job`` was finished before this session: nothing to wait for."""
+        self.pending.pop(job, None)
+
+    def minutes_left(self) -> float | None:
+        """Minutes of the pending jobs at the measured rates; None before any job was timed."""
+        if not self.work:
+            return None
+        mean_rate = sum(self.seconds.values()) / sum(self.work.values())
+        rate = {name: self.seconds[name] / self.work[name] for name in self.work}
+        return sum(work * rate.get(name, mean_rate) for name, work in self.pending.values()) / 60
+
+    def begin(self, job: tuple, label: str) -> float:
         self.index += 1
-        left = self.total - self.done_work
-        eta = f"~{left * self.timed_seconds / self.timed_work / 60:.0f} min left" if self.timed_work else "time left: after the first run"
+        left = self.minutes_left()
+        eta = "time left: after the first run" if left is None else f"~{left:.0f} min left"
         print(f"quadgpt study: [{self.index}/{self.n_runs}] {label} | {(time.time() - self.start) / 60:.1f} min so far, {eta}",
               flush=True)
         return time.time()
 
-    def end(self, work: float, started: float, reused: bool) -> None:
-        self.done_work += work
-        if not reused:
-            self.timed_work += work
-            self.timed_seconds += time.time() - started
+    def end(self, job: tuple, started: float, reused: bool) -> None:
+        name, work = self.pending.pop(job, ("", 0.0))
+        if not reused and work:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.time() - started
+            self.work[name] = self.work.get(name, 0.0) + work
 
 
-def sweep_run(variant: Variant, lr: float, steps: int, seed: int, runs_dir: Path) -> tuple[dict[str, Any], bool]:
-    """Phase A of ``variant`` at ``lr`` for ``steps``; returns its row and whether it was reused
-    (its folder already held the finished run)."""
+def sweep_config(variant: Variant, lr: float, steps: int, seed: int, runs_dir: Path) -> Config:
+    """Phase A of ``variant`` at ``lr`` for ``steps``, written to a folder of ``runs_dir`` named by its settings."""
     base = with_lr(variant.config, lr)
     train = dataclasses.replace(base.train, max_steps=steps, max_tokens=0, max_time=0.0, seed=seed, resume="auto",
                                 init_from="", eval_interval=max(1, steps // 8))
     config = dataclasses.replace(base, train=train)
-    folder = runs_dir / f"{variant.config.model.ffn.kind}-lr{lr:g}-{key_of(run_payload(config))}"
-    config.train.out_dir = str(folder)
-    reused = (folder / SUMMARY_FILE).is_file()
+    config.train.out_dir = str(runs_dir / f"{variant.config.model.ffn.kind}-lr{lr:g}-{key_of(run_payload(config))}")
+    return config
+
+
+def sweep_run(config: Config) -> dict[str, Any]:
+    """Train (or reuse) one ``sweep_config`` run; its row of the sweep table."""
     summary = run_phase(config)
-    return {"lr": lr, "final_val_loss": summary["final_val_loss"], "run_dir": str(folder)}, reused
+    return {"lr": config.train.lr, "final_val_loss": summary["final_val_loss"], "run_dir": config.train.out_dir}
+
+
+def is_finished(config: Config) -> bool:
+    return (Path(config.train.out_dir) / SUMMARY_FILE).is_file()
 
 
 def pick_best(sweep: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
@@ -209,12 +233,19 @@ def main(argv: list[str] | None = None) -> int:
     tokens_per_step = any_config.train.batch_size * any_config.model.block_size
     flops = {n: sizes[n]["flops_per_token"] for n in variants}
     n_sweep = 0 if lr_from or len(lrs) == 1 else len(sweep_by_kind) * len(lrs)
+
     def steps_of(name: str) -> int:  # a phase-B variant trains phase B only (phase A is its base's)
         return study.steps_b if name in PHASE_B_VARIANTS else study.steps_a + study.steps_b
 
-    work = tokens_per_step * (sweep_steps * sum(flops[n] for n in sweep_by_kind) * (n_sweep > 0) * len(lrs)
-                              + len(seeds) * sum(steps_of(n) * flops[n] for n in variants))
-    progress = Progress(work, n_sweep + len(seeds) * len(variants))
+    progress = Progress(n_sweep + len(seeds) * len(variants))
+    sweep_configs = {(name, lr): sweep_config(variant, lr, sweep_steps, study.sweep_seed, out / "sweep")
+                     for name, variant in sweep_by_kind.items() for lr in lrs} if n_sweep else {}
+    for (name, lr), config in sweep_configs.items():
+        if not is_finished(config):
+            progress.add(("sweep", name, lr), name, tokens_per_step * sweep_steps * flops[name])
+    for seed in seeds:  # which seed runs are finished is known once the lrs are
+        for name in variants:
+            progress.add(("seed", seed, name), name, tokens_per_step * steps_of(name) * flops[name])
     start = time.time()
     try:
         if lr_from is not None:
@@ -224,13 +255,11 @@ def main(argv: list[str] | None = None) -> int:
             best, sweep = {n: lrs[0] for n in variants}, {}
         else:
             sweep = {}
-            for name, variant in sweep_by_kind.items():
-                for lr in lrs:
-                    w = tokens_per_step * sweep_steps * flops[name]
-                    t0 = progress.begin(f"sweep {name} lr {lr:g} ({sweep_steps} steps, seed {study.sweep_seed})", w)
-                    row, reused = sweep_run(variant, lr, sweep_steps, study.sweep_seed, out / "sweep")
-                    progress.end(w, t0, reused)
-                    sweep.setdefault(name, []).append(row)
+            for (name, lr), config in sweep_configs.items():
+                t0 = progress.begin(("sweep", name, lr), f"sweep {name} lr {lr:g} ({sweep_steps} steps, seed {study.sweep_seed})")
+                reused = is_finished(config)
+                sweep.setdefault(name, []).append(sweep_run(config))
+                progress.end(("sweep", name, lr), t0, reused)
             best = pick_best(sweep)
             for name in variants:
                 best.setdefault(name, best[PHASE_B_VARIANTS.get(name, (name,))[0]])
@@ -249,23 +278,26 @@ def main(argv: list[str] | None = None) -> int:
             "runs": [],
         }
         extra = study_markdown(results, sweep, best, factor_a, tasks[0], tokenizer)
+        plan = []  # (seed, name, config, probe settings, run folder)
         for seed in seeds:  # seed-major: a partial study already covers every variant
-            run_dirs: dict[str, Path] = {}
             for name, variant in variants.items():
                 config = with_lr(variant.config, best[name])
                 settings = ProbeSettings(tasks=tasks, steps=[study.steps_a, study.steps_b], eval_every=study.eval_every_b,
                                          freeze_base=variant.freeze_base)
                 key = key_of({"run": run_payload(config), "probe": dataclasses.asdict(settings), "seed": seed})
-                w = tokens_per_step * steps_of(name) * flops[name]
-                t0 = progress.begin(f"{name} seed {seed} lr {best[name]:g}", w)
-                run_dir = out / "runs" / name / f"seed{seed}-{key}"
-                run_dirs[name] = run_dir
-                if name in PHASE_B_VARIANTS:  # listed after its base, which has just run this seed
-                    share_phase_a(run_dirs[PHASE_B_VARIANTS[name][0]], run_dir, tasks)
-                reused = (run_dir / "result.json").is_file()
-                results["runs"].append(run_one(config, settings, run_dir, seed, name))
-                progress.end(w, t0, reused)
-                write_report(results, out, extra)  # after every run, so a partial study is readable
+                plan.append((seed, name, config, settings, out / "runs" / name / f"seed{seed}-{key}"))
+        for seed, name, *_, run_dir in plan:
+            if (run_dir / "result.json").is_file():
+                progress.drop(("seed", seed, name))
+        run_dirs: dict[tuple[int, str], Path] = {(seed, name): run_dir for seed, name, *_, run_dir in plan}
+        for seed, name, config, settings, run_dir in plan:
+            t0 = progress.begin(("seed", seed, name), f"{name} seed {seed} lr {best[name]:g}")
+            if name in PHASE_B_VARIANTS:  # listed after its base, which has just run this seed
+                share_phase_a(run_dirs[seed, PHASE_B_VARIANTS[name][0]], run_dir, tasks)
+            reused = (run_dir / "result.json").is_file()
+            results["runs"].append(run_one(config, settings, run_dir, seed, name))
+            progress.end(("seed", seed, name), t0, reused)
+            write_report(results, out, extra)  # after every run, so a partial study is readable
     except (ConfigError, DataError, CheckpointError) as err:  # e.g. a run folder made with other settings
         print(f"quadgpt study: error: {err}", file=sys.stderr)
         return 2

@@ -98,6 +98,18 @@ def test_study_runs_reports_and_resumes(byte_tasks, tmp_path, capsys):
     assert json.loads(sweep_config.read_text()) == saved
 
 
+def test_time_left_uses_each_variants_own_rate_and_skips_finished_runs():
+    progress = study.Progress(n_runs=4)
+    assert progress.minutes_left() is None
+    for job, name in ((1, "mlp"), (2, "mlp"), (3, "kan"), (4, "kan")):
+        progress.add((job,), name, 100.0)
+    progress.drop((4,))  # finished in an earlier session
+    progress.seconds, progress.work = {"mlp": 60.0, "kan": 180.0}, {"mlp": 100.0, "kan": 100.0}
+    assert progress.minutes_left() == pytest.approx((60 + 60 + 180) / 60)  # jobs 1, 2 (mlp), 3 (kan)
+    progress.add((5,), "quadratic", 100.0)  # not timed yet: the mean rate, 1.2 s per unit
+    assert progress.minutes_left() == pytest.approx((60 + 60 + 180 + 120) / 60)
+
+
 def test_a_phase_b_variant_needs_its_base_listed(byte_tasks, tmp_path, capsys):
     out = tmp_path / "study"
     assert study.main(toy_args(byte_tasks, out, "--study.variants=mlp-gelu,kan-frozenbase")) == 2
