@@ -171,11 +171,16 @@ def _curve_bpb(run: dict[str, Any]) -> list[tuple[float, float, float]]:
     return [(p["tokens"], p["elapsed"], p["loss"] * a) for p in run["probe"]["curve_phase_a"]]
 
 
+def shares_phase_a(results: dict[str, Any]) -> set[str]:
+    """Variants whose phase A is another variant's (kan-frozenbase trains only phase B)."""
+    return {n for n, v in results["variants"].items() if v.get("freeze_base_in_b")}
+
+
 def ordering(results: dict[str, Any], fractions: tuple[float, ...] = ORDER_FRACTIONS) -> dict[str, Any]:
     """The variants ranked by mean bits/byte on A (best first) at the evaluation nearest each
     fraction of phase A's tokens, and whether that ranking is the same at every fraction."""
     ranks = {}
-    shared = {n for n, v in results["variants"].items() if v.get("freeze_base_in_b")}  # phase A is another's
+    shared = shares_phase_a(results)
     for fraction in fractions:
         means = {}
         for name in (n for n in _names(results) if n not in shared):
@@ -308,8 +313,9 @@ def locality_text(results: dict[str, Any]) -> str:
     if not rows:
         return ""
     questions = (QUESTIONS[1], ("bits_per_byte", "Q1 (quality)", "bits/byte on A after phase A"))
-    lines = verdicts([r for r in rows if r["variant"] != "kan-frozenbase"], questions) + \
-        verdicts([r for r in rows if r["variant"] == "kan-frozenbase"], questions[:1])  # same phase A as kan
+    shared = shares_phase_a(results)  # same phase A as kan: no quality difference to state
+    lines = verdicts([r for r in rows if r["variant"] not in shared], questions) + \
+        verdicts([r for r in rows if r["variant"] in shared], questions[:1])
     return ("\n## KAN locality: variants paired against kan\n\n"
             "If splines forget less because each changes only near its own inputs, removing the global SiLU base "
             "(kan-nobase) or freezing it during B (kan-frozenbase) should lower forgetting.\n\n"

@@ -46,9 +46,9 @@ from .configuration_quadgpt import FFN_KINDS
 from .convert import (
     gpt2_config_kwargs,
     gpt2_shape_problems,
+    max_logit_difference,
     quadgpt_hf_config_kwargs,
     to_gpt2_state,
-    max_logit_difference,
     to_quadgpt_hf_state,
     trim_vocab,
 )
