@@ -108,6 +108,57 @@ def test_b_spline_bases_partition_of_unity_and_locality():
     assert ((bases > 0).sum(-1) <= 4).all()  # cubic: at most k + 1 = 4 bases are non-zero
 
 
+def _cox_de_boor(u: torch.Tensor, grid_size: int, spline_order: int) -> torch.Tensor:
+    """The textbook recursion over every knot, half-open intervals: the oracle for b_spline_bases."""
+    step = 2.0 / grid_size
+    knots = -1.0 + step * torch.arange(-spline_order, grid_size + spline_order + 1, dtype=u.dtype)
+    u = u.unsqueeze(-1)
+    bases = ((u >= knots[:-1]) & (u < knots[1:])).to(u.dtype)
+    for p in range(1, spline_order + 1):
+        left = (u - knots[: -(p + 1)]) / (knots[p:-1] - knots[: -(p + 1)])
+        right = (knots[p + 1 :] - u) / (knots[p + 1 :] - knots[1:-p])
+        bases = left * bases[..., :-1] + right * bases[..., 1:]
+    return bases
+
+
+@pytest.mark.parametrize("grid_size", [1, 5, 8])
+@pytest.mark.parametrize("spline_order", [0, 1, 2, 3, 4])
+def test_b_spline_bases_match_cox_de_boor_in_value_and_gradient(grid_size, spline_order):
+    torch.manual_seed(0)
+    knots = torch.linspace(-1, 1, grid_size + 1, dtype=torch.float64)
+    inner = torch.rand(500, dtype=torch.float64) * 2 - 1
+    # at a knot the derivative of an order-1 spline jumps; u = 1 is the grid's closed right end, where
+    # the half-open oracle's derivative is one-sided, so gradients are compared off those points
+    u = torch.cat([inner, knots]).requires_grad_()
+    ours, oracle = b_spline_bases(u, grid_size, spline_order), _cox_de_boor(u, grid_size, spline_order)
+    if spline_order == 0:  # piecewise constant: at an inner knot, rounding decides the side
+        keep = [*range(inner.numel()), inner.numel(), u.numel() - 1]  # the inner points and u = -1, 1
+        ours, oracle = ours[keep], oracle[keep]
+    torch.testing.assert_close(ours, oracle, rtol=0, atol=1e-12)
+    if spline_order == 0:
+        return
+    u_in = inner.clone().requires_grad_()
+    weights = torch.randn(grid_size + spline_order, dtype=torch.float64)
+    (grad_ours,) = torch.autograd.grad((b_spline_bases(u_in, grid_size, spline_order) @ weights).sum(), u_in)
+    (grad_oracle,) = torch.autograd.grad((_cox_de_boor(u_in, grid_size, spline_order) @ weights).sum(), u_in)
+    torch.testing.assert_close(grad_ours, grad_oracle, rtol=1e-10, atol=1e-10)
+    if spline_order >= 2:  # C^1 at the knots: the gradient there is two-sided and must agree too
+        u_knots = knots[:-1].clone().requires_grad_()
+        (g1,) = torch.autograd.grad((b_spline_bases(u_knots, grid_size, spline_order) @ weights).sum(), u_knots)
+        (g2,) = torch.autograd.grad((_cox_de_boor(u_knots, grid_size, spline_order) @ weights).sum(), u_knots)
+        torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
+
+
+def test_b_spline_bases_gradcheck_and_clamp_outside_the_grid():
+    u = (torch.rand(3, 7, dtype=torch.float64) * 1.8 - 0.9).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: b_spline_bases(v, 5, 3), (u,))
+    outside = torch.tensor([-3.0, 2.5], dtype=torch.float64, requires_grad=True)
+    bases = b_spline_bases(outside, 5, 3)
+    torch.testing.assert_close(bases, b_spline_bases(torch.tensor([-1.0, 1.0], dtype=torch.float64), 5, 3))
+    (grad,) = torch.autograd.grad(bases.sum(), outside)
+    assert (grad == 0).all()
+
+
 def test_kan_freeze_base_and_no_base():
     frozen = build_ffn(FFNConfig(kind="kan", freeze_base=True), 16)
     assert not frozen.layer1.base_weight.requires_grad and frozen.layer1.spline_weight.requires_grad

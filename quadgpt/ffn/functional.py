@@ -52,21 +52,72 @@ def quadratic_hidden_reference(
     return h.view(*x.shape[:-1], hidden)
 
 
-def b_spline_bases(u: torch.Tensor, grid_size: int, spline_order: int) -> torch.Tensor:
-    """B-spline bases of ``u`` (values in [-1, 1]) on a uniform grid: ``[..., G + k]``.
+def _local_bases(t: torch.Tensor, order: int, lower: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """The ``order + 1`` nonzero uniform B-spline bases at offset ``t`` in [0, 1] inside an interval.
 
-    Cox-de Boor recursion (de Boor, *A Practical Guide to Splines*, 1978) over the extended knots
-    ``t_j = -1 + (j - k) 2/G``, j = 0..G+2k, with G = ``grid_size``, k = ``spline_order``.
+    Cox-de Boor on unit-spaced knots in the interval's own coordinate: with ``N^0 = [1]``,
+    ``N^p_m = ((t + p - m) N^(p-1)_(m-1) + (m + 1 - t) N^(p-1)_m) / p`` for m = 0..p (terms whose
+    index falls outside 0..p-1 are zero). ``lower``, when given, is level ``order - 1``.
+    Returns ``order + 1`` tensors shaped like ``t``, left to right.
     """
-    step = 2.0 / grid_size
-    knots = -1.0 + step * torch.arange(-spline_order, grid_size + spline_order + 1, device=u.device, dtype=u.dtype)
-    u = u.unsqueeze(-1)
-    bases = ((u >= knots[:-1]) & (u < knots[1:])).to(u.dtype)
-    for p in range(1, spline_order + 1):
-        left = (u - knots[: -(p + 1)]) / (knots[p:-1] - knots[: -(p + 1)])
-        right = (knots[p + 1 :] - u) / (knots[p + 1 :] - knots[1:-p])
-        bases = left * bases[..., :-1] + right * bases[..., 1:]
-    return bases
+    levels = lower if lower is not None else [torch.ones_like(t)]
+    for p in range(len(levels), order + 1):
+        levels = [
+            ((t + (p - m)) * levels[m - 1] if m > 0 else 0) + (((m + 1) - t) * levels[m] if m < p else 0)
+            for m in range(p + 1)
+        ]
+        levels = [b / p for b in levels]
+    return levels
+
+
+class _UniformBSplineBases(torch.autograd.Function):
+    """``b_spline_bases`` with its derivative in closed form (see there).
+
+    Autograd through the recursion would keep ~10 intermediates of every input; here the backward
+    needs only the order-(k-1) bases, because on unit knots ``d N^k_m / dt = N^(k-1)_(m-1) - N^(k-1)_m``
+    (de Boor 1978, ch. X), and ``dt/du = G / 2``.
+    """
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, grid_size: int, spline_order: int) -> torch.Tensor:
+        s = (u.clamp(-1.0, 1.0) + 1.0) * (grid_size / 2)  # position in knot units from -1
+        # u = 1 exactly is put in the last interval (t = 1), so no basis index runs past G + k - 1. For
+        # k >= 1 the spline is continuous there, so this is the half-open recursion's value; for k = 0
+        # that recursion has no interval at u = 1 (all zeros, as the Triton kernel gives), hence t < 1
+        interval = s.floor().clamp_(max=grid_size - 1)
+        t = s - interval
+        lower = _local_bases(t, spline_order - 1) if spline_order > 0 else []
+        local = _local_bases(t, spline_order, lower) if spline_order > 0 else [(t < 1).to(t.dtype)]
+        index = interval.long().unsqueeze(-1) + torch.arange(spline_order + 1, device=u.device)
+        ctx.save_for_backward(u, index, *lower)
+        ctx.grid_size = grid_size
+        bases = u.new_zeros(*u.shape, grid_size + spline_order)
+        return bases.scatter_(-1, index, torch.stack(local, -1))
+
+    @staticmethod
+    def backward(ctx, grad_bases: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        u, index, *lower = ctx.saved_tensors
+        if not lower:  # order 0: piecewise constant, zero derivative almost everywhere
+            return torch.zeros_like(u), None, None
+        grad_local = grad_bases.gather(-1, index)
+        lower = torch.stack(lower, -1)
+        grad_t = (grad_local[..., 1:] * lower).sum(-1) - (grad_local[..., :-1] * lower).sum(-1)
+        inside = (u >= -1.0) & (u <= 1.0)  # clamp's derivative, as torch.clamp defines it
+        return grad_t * (ctx.grid_size / 2) * inside, None, None
+
+
+def b_spline_bases(u: torch.Tensor, grid_size: int, spline_order: int) -> torch.Tensor:
+    """Order-k B-spline bases of ``u`` on a uniform grid over [-1, 1]: ``[..., G + k]``.
+
+    The knots are ``t_j = -1 + (j - k) 2/G``, j = 0..G+2k, with G = ``grid_size``, k =
+    ``spline_order`` (de Boor, *A Practical Guide to Splines*, 1978). Inputs outside [-1, 1] are
+    clamped onto it (the model feeds ``tanh``, which stays inside). Only the k + 1 bases of the
+    interval ``u`` falls in are nonzero, so they are computed there, O(k^2) per input rather than
+    the full recursion's O(k (G + 2k)), and scattered into place; the values equal the full
+    Cox-de Boor recursion's to rounding (tests/test_ffn.py keeps it as the oracle).
+    Differentiable in ``u``.
+    """
+    return _UniformBSplineBases.apply(u, grid_size, spline_order)
 
 
 def kan_layer_reference(
