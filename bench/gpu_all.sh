@@ -34,4 +34,9 @@ if [ "$ngpu" -ge 2 ]; then
 else
     echo "== fsdp_vs_ddp skipped: $ngpu GPU (needs 2 or more)" | tee "$out/fsdp_vs_ddp.txt"
 fi
+# the GPU study preset, unchanged but for its length: every variant, one seed, one lr (no sweep),
+# phase A 80 steps with evaluations at 50/75/100%; proves the preset's command runs end to end
+step study_gpu python -m quadgpt study --config configs/study-gpu.toml --study.seeds=1 --study.lrs=6e-4 \
+    --study.steps_a=80 --study.steps_b=20 --study.eval_every_b=10 --train.eval_interval=20 \
+    --study.out="$out/study-gpu-smoke"
 exit $status

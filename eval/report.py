@@ -178,26 +178,39 @@ def shares_phase_a(results: dict[str, Any]) -> set[str]:
 
 def ordering(results: dict[str, Any], fractions: tuple[float, ...] = ORDER_FRACTIONS) -> dict[str, Any]:
     """The variants ranked by mean bits/byte on A (best first) at the evaluation nearest each
-    fraction of phase A's tokens, and whether that ranking is the same at every fraction."""
-    ranks = {}
+    fraction of phase A's tokens, and whether that ranking is the same at every fraction.
+
+    ``evaluated_at`` gives, per fraction, the share of the tokens where that evaluation really was:
+    when the evaluation interval does not divide a fraction of the steps, the nearest evaluation
+    stands in for it, and the text says so instead of labelling it with the fraction asked for.
+    """
+    ranks, evaluated_at = {}, {}
     shared = shares_phase_a(results)
     for fraction in fractions:
-        means = {}
+        means, shares = {}, set()
         for name in (n for n in _names(results) if n not in shared):
             values = []
             for run in (r for r in results["runs"] if r["variant"] == name):
                 curve = _curve_bpb(run)
                 target = fraction * curve[-1][0]
-                values.append(min(curve, key=lambda p: abs(p[0] - target))[2])
+                point = min(curve, key=lambda p: abs(p[0] - target))
+                shares.add(round(point[0] / curve[-1][0], 4))
+                values.append(point[2])
             means[name] = statistics.fmean(values)
-        ranks[f"{fraction:.0%}"] = sorted(means, key=means.get)
+        label = f"{fraction:.0%}"
+        ranks[label] = sorted(means, key=means.get)
+        evaluated_at[label] = sorted(shares)
     orders = list(ranks.values())
-    return {"ranking": ranks, "stable": all(o == orders[0] for o in orders)}
+    return {"ranking": ranks, "evaluated_at": evaluated_at, "stable": all(o == orders[0] for o in orders)}
 
 
 def ordering_text(order: dict[str, Any]) -> str:
     lines = ["| share of phase A's tokens | ranking by bits/byte on A (best first) |", "|---|---|"]
-    lines += [f"| {share} | {' < '.join(names)} |" for share, names in order["ranking"].items()]
+    for share, names in order["ranking"].items():
+        actual = [f"{a:.0%}" for a in order.get("evaluated_at", {}).get(share, [])]
+        if actual and actual != [share]:  # (empty in a results.json older than evaluated_at)
+            share += f" (no evaluation there; nearest: {', '.join(actual)})"
+        lines.append(f"| {share} | {' < '.join(names)} |")
     if order["stable"]:
         note = "The ordering is the same at every point: the runs are long enough for the ranking they show."
     else:

@@ -22,10 +22,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import platform
 import shlex
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ import torch
 from eval.compare import BUILTIN_VARIANTS, check_matched, parse_variants, run_one, size_table
 from eval.forgetting import SUMMARY_FILE, PhaseInterrupted, ProbeSettings, prepared_task, run_phase, task_names
 from eval.perplexity import unigram_bits_per_byte, validation_bits_per_nat
-from eval.report import markdown_table, summarize, write_report
+from eval.report import ORDER_FRACTIONS, markdown_table, summarize, write_report
 from quadgpt.atomic import write_json_atomic
 from quadgpt.checkpoint import CheckpointError
 from quadgpt.config import Config, ConfigError, load_config, split_config_args
@@ -182,6 +184,26 @@ def sweep_table(sweep: dict[str, list[dict[str, Any]]], best: dict[str, float], 
     return "\n".join(lines)
 
 
+def check_order_points(steps_a: int, eval_interval: int) -> None:
+    """Refuse a phase A whose evaluations miss a share of ``ORDER_FRACTIONS`` of its ``steps_a``.
+
+    The report ranks the variants at 50%, 75% and 100% of phase A's tokens; without an evaluation
+    at those steps it could only rank them somewhere nearby. The last evaluation is always made.
+    Raises ConfigError with an interval (or step count) that works.
+    """
+    fractions = [fraction for fraction in ORDER_FRACTIONS if fraction < 1]
+    shares = " and ".join(f"{fraction:.0%}" for fraction in fractions)
+    multiple = math.lcm(*(Fraction(fraction).limit_denominator(1000).denominator for fraction in fractions))
+    if steps_a % multiple:
+        raise ConfigError(f"study.steps_a ({steps_a}) must be a multiple of {multiple}: the report ranks the variants "
+                          f"at {shares} of phase A's steps.")
+    steps = [int(fraction * steps_a) for fraction in fractions]
+    if any(step % eval_interval for step in steps):
+        raise ConfigError(f"train.eval_interval ({eval_interval}) does not evaluate phase A at steps "
+                          f"{' and '.join(map(str, steps))} ({shares} of study.steps_a = {steps_a}), where the "
+                          f"report ranks the variants; --train.eval_interval={math.gcd(*steps)} does.")
+
+
 def load_variants(config_path: str | None, overrides: list[str], spec: str) -> dict[str, Variant]:
     return {
         name: Variant(name, load_config(config_path, overrides + ["model.ffn.hidden=0"] + extra), freeze)
@@ -207,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         lrs = [float(s) for s in study.lrs.split(",") if s.strip()]
         if not seeds or not lrs:
             raise ConfigError("study.seeds and study.lrs need at least one value each.")
+        check_order_points(study.steps_a, next(iter(variants.values())).config.train.eval_interval)
         sizes = size_table({n: v.config for n, v in variants.items()})
         mismatch = check_matched(sizes, PARAM_TOLERANCE)
         if mismatch:

@@ -49,6 +49,9 @@ NOT_RUN_HERE: dict[str, str] = {
     "python bench/train_throughput.py": "GPU benchmark (gpt2-small)",
     "python bench/train_throughput.py --kinds mlp,quadratic --batch-size 32 --block-size 1024": "GPU benchmark",
     "python bench/generate.py --config configs/gpt2-small.toml": "GPU benchmark",
+    'python -m torch.distributed.run --standalone --nproc_per_node "$(nvidia-smi -L | wc -l)" bench/distributed.py': "GPUs",
+    "python -m quadgpt study --config configs/study-gpu.toml --study.seeds=1 --study.lrs=6e-4 --study.steps_a=80 "
+    "--study.steps_b=20 --study.eval_every_b=10 --train.eval_interval=20 --study.out=bench-out/study-gpu-smoke": "GPU study preset",
     "python -m pytest -q tests/test_kernel_quadratic.py tests/test_kernel_kan.py": "part of this suite",
     "python -m pytest -q tests/test_kernel_kan.py": "part of this suite",
     "python -m pytest -q tests/test_kernel_kan.py -m gpu": "GPU",

@@ -283,7 +283,9 @@ def test_compare_writes_a_report_that_parses_and_resumes(tasks, tmp_path, capsys
 
 
 def test_report_summarises_seeds_on_hand_made_results():
-    from eval.report import differences_table, markdown_table, ordering, paired_differences, summarize, verdicts
+    from eval.report import (
+        differences_table, markdown_table, ordering, ordering_text, paired_differences, summarize, verdicts,
+    )
 
     def run(variant: str, seed: int, loss: float, forgot: float, curve=(3.0, 2.0, 1.5)) -> dict:
         points = [{"tokens": 100 * i, "elapsed": float(i), "step": i, "loss": v} for i, v in enumerate(curve)]
@@ -318,6 +320,10 @@ def test_report_summarises_seeds_on_hand_made_results():
     order = ordering(both)  # kan is behind at half the tokens, ahead at the end
     assert order["ranking"]["50%"] == ["kan", "mlp-gelu"] and order["ranking"]["100%"] == ["mlp-gelu", "kan"]
     assert not order["stable"]
+    # evaluations at 0, 50 and 100% of the tokens: 75% is ranked at the nearest one, and says so
+    assert order["evaluated_at"] == {"50%": [0.5], "75%": [0.5], "100%": [1.0]}
+    text = ordering_text(order)
+    assert "| 75% (no evaluation there; nearest: 50%) |" in text and "| 50% | kan < mlp-gelu |" in text
 
 
 def test_run_folders_differ_by_phase_b_mitigation():

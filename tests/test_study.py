@@ -139,6 +139,22 @@ def test_unmatched_variants_are_refused_before_anything_is_written(byte_tasks, t
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (("--study.steps_a=8", "--train.eval_interval=3"), "does not evaluate phase A at steps 4 and 6 (50% and 75% "
+                                                       "of study.steps_a = 8), where the report ranks the variants; "
+                                                       "--train.eval_interval=2 does."),
+    (("--study.steps_a=6",), "study.steps_a (6) must be a multiple of 4"),
+])
+def test_phase_a_without_evaluations_at_the_ranking_points_is_refused(byte_tasks, tmp_path, capsys, extra, message):
+    """The report ranks the variants at 50/75/100% of phase A: a study that cannot evaluate there is
+    refused before it starts, with a setting that works (it was ranked at the nearest evaluation)."""
+    out = tmp_path / "study"
+    assert study.main(toy_args(byte_tasks, out, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    study.check_order_points(8, 2)  # the interval it suggests passes (no exception)
+
+
 def test_presets_are_matched_and_the_large_one_is_twice_the_size():
     from quadgpt.config import load_config
 
