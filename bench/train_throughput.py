@@ -4,6 +4,8 @@
     python bench/train_throughput.py --kinds mlp,quadratic --batch-size 32 --block-size 1024
     python bench/train_throughput.py --config configs/tiny.toml --kinds mlp,swiglu --steps 6 \\
         --warmup 2 --device cpu --no-compile              # CPU smoke run (numbers meaningless)
+    python bench/train_throughput.py --config configs/study-cpu.toml --kinds mlp,kan \\
+        --data data/stdlib-code-bytes --batch-size 8 --steps 100 --device cpu --no-compile   # the CPU study's model
 
 Each kind runs ``quadgpt.trainer.Trainer`` itself: data loading from token shards, the loss
 exchange between processes, logging to metrics.jsonl, evaluation at step 0 and one checkpoint at
@@ -93,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
     parser.add_argument("overrides", nargs="*", help="more section.key=value overrides")
     args = parser.parse_args(argv)
-    if not (Path(args.data) / "meta.json").is_file():
+    if not (Path(args.data) / "meta.json").is_file():  # in the config's tokenizer: the model must fit the data
         from data_prep.prepare import prepare
 
-        prepare("builtin:stdlib", args.data)
+        prepare("builtin:stdlib", args.data, tokenizer=load_config(args.config).model.tokenizer)
     rows = []
     with tempfile.TemporaryDirectory(prefix="quadgpt-bench-") as tmp:
         for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:

@@ -134,6 +134,9 @@ def workspace(tmp_path_factory) -> Path:
     prepared = run([sys.executable, "-m", "quadgpt", "prepare", "corpus", "--out", "data/stdlib"], ws)
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     (ws / "data" / "stdlib-code").symlink_to("stdlib")  # relative links stay inside each copy
+    prepared = run([sys.executable, "-m", "quadgpt", "prepare", "corpus", "--tokenizer", "bytes", "--out",
+                    "data/stdlib-code-bytes"], ws)  # what the byte-level study prepares from builtin:stdlib-code
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
     train_tiny(ws, "runs/demo")
     (ws / "runs" / "tiny").symlink_to("demo")
     (ws / "runs" / "gpt2-run").symlink_to("demo")  # a GELU MLP: GPT-2's shape
