@@ -75,7 +75,7 @@ class _UniformBSplineBases(torch.autograd.Function):
 
     Autograd through the recursion would keep ~10 intermediates of every input; here the backward
     needs only the order-(k-1) bases, because on unit knots ``d N^k_m / dt = N^(k-1)_(m-1) - N^(k-1)_m``
-    (de Boor 1978, ch. X), and ``dt/du = G / 2``.
+    (de Boor 1978), and ``dt/du = G / 2``.
     """
 
     @staticmethod
