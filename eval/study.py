@@ -308,10 +308,10 @@ def main(argv: list[str] | None = None) -> int:
                 settings = ProbeSettings(tasks=tasks, steps=[study.steps_a, study.steps_b], eval_every=study.eval_every_b,
                                          freeze_base=variant.freeze_base)
                 key = key_of({"run": run_payload(config), "probe": dataclasses.asdict(settings), "seed": seed})
-                plan.append((seed, name, config, settings, out / "runs" / name / f"seed{seed}-{key}"))
-        for seed, name, *_, run_dir in plan:
-            if (run_dir / "result.json").is_file():
-                progress.drop(("seed", seed, name))
+                run_dir = out / "runs" / name / f"seed{seed}-{key}"
+                plan.append((seed, name, config, settings, run_dir))
+                if (run_dir / "result.json").is_file():  # finished in an earlier session: reused
+                    progress.drop(("seed", seed, name))
         run_dirs: dict[tuple[int, str], Path] = {(seed, name): run_dir for seed, name, *_, run_dir in plan}
         for seed, name, config, settings, run_dir in plan:
             t0 = progress.begin(("seed", seed, name), f"{name} seed {seed} lr {best[name]:g}")
